@@ -1,0 +1,107 @@
+import type { Kernels } from '../kernels/kernels.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { AttentionCore, AttentionSaved } from './core.js';
+
+/** The attention part of {@link Kernels}: a whole Kernels object or just these three functions. */
+export type AttentionKernels = Pick<Kernels, 'attentionForward' | 'attentionBackward' | 'mergeAttention'>;
+
+/** Attention head layout shared by the attention cores. */
+export interface AttentionShape {
+  /** Query heads H. */
+  heads: number;
+  /** KV heads Hkv (H must be a multiple). */
+  kvHeads: number;
+  headDim: number;
+  causal: boolean;
+}
+
+export interface LocalAttentionOptions extends AttentionShape {
+  kernels: AttentionKernels;
+}
+
+/**
+ * Check the head layout and return the score scale 1/√headDim.
+ * @throws Error naming heads, kvHeads or headDim, the value and what is valid.
+ */
+export function checkAttentionShape(shape: AttentionShape): number {
+  const { heads, kvHeads, headDim } = shape;
+  for (const [field, value] of [['heads', heads], ['kvHeads', kvHeads], ['headDim', headDim]] as const) {
+    if (!Number.isInteger(value) || value < 1) throw new Error(`attention: ${field} = ${value} is invalid: it must be a positive integer`);
+  }
+  if (heads % kvHeads !== 0) throw new Error(`attention: heads = ${heads} is not a multiple of kvHeads = ${kvHeads}`);
+  return 1 / Math.sqrt(headDim);
+}
+
+/**
+ * Check one tensor's shape against [rows, heads, headDim].
+ * @throws Error naming the tensor, its shape and the expected shape.
+ */
+export function expectShape(name: string, t: Tensor, rows: number, heads: number, headDim: number): void {
+  const s = t.shape;
+  if (s.length !== 3 || s[0] !== rows || s[1] !== heads || s[2] !== headDim) {
+    throw new Error(`attention: ${name} has shape [${s.join(', ')}], expected [${rows}, ${heads}, ${headDim}]`);
+  }
+}
+
+/** Saved state of {@link LocalAttention}: the LSE of `saved.out`, [T, H]. */
+interface LocalState {
+  lse: Tensor;
+}
+
+/**
+ * Attention of one rank over its whole sequence (sp = 1): q [T, H, d], k and v [T, Hkv, d].
+ * The forward keeps the output and its LSE; the backward uses them (algorithms.md §5).
+ */
+export class LocalAttention implements AttentionCore {
+  private readonly kernels: AttentionKernels;
+  private readonly shape: AttentionShape;
+  private readonly scale: number;
+
+  /** @throws Error when heads, kvHeads or headDim are invalid. */
+  constructor(opts: LocalAttentionOptions) {
+    this.scale = checkAttentionShape(opts);
+    this.kernels = opts.kernels;
+    this.shape = { heads: opts.heads, kvHeads: opts.kvHeads, headDim: opts.headDim, causal: opts.causal };
+  }
+
+  /**
+   * q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d] (category 'activations') with
+   * its lse [T, H] in saved.state (category 'saved'), both from q's arena.
+   * @throws Error on shapes that do not match the constructor's heads/kvHeads/headDim.
+   */
+  forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved {
+    const t = this.checkInputs(q, k, v);
+    const { heads, headDim, causal } = this.shape;
+    const out = Tensor.zeros(q.arena, [t, heads, headDim], 'activations');
+    const lse = Tensor.zeros(q.arena, [t, heads], 'saved');
+    this.kernels.attentionForward(q, k, v, out, lse, { causal, scale: this.scale });
+    const state: LocalState = { lse };
+    return { out, state };
+  }
+
+  /**
+   * Accumulate into dq [T, H, d], dk and dv [T, Hkv, d] from dOut [T, H, d]. Frees saved.out
+   * and the saved LSE: `saved` must not be used afterwards.
+   */
+  backward(saved: AttentionSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
+    const t = this.checkInputs(q, k, v);
+    const { heads, kvHeads, headDim, causal } = this.shape;
+    expectShape('dOut', dOut, t, heads, headDim);
+    expectShape('dq', dq, t, heads, headDim);
+    expectShape('dk', dk, t, kvHeads, headDim);
+    expectShape('dv', dv, t, kvHeads, headDim);
+    const { lse } = saved.state as LocalState;
+    this.kernels.attentionBackward(q, k, v, saved.out, lse, dOut, dq, dk, dv, { causal, scale: this.scale });
+    lse.free();
+    saved.out.free();
+  }
+
+  private checkInputs(q: Tensor, k: Tensor, v: Tensor): number {
+    const { heads, kvHeads, headDim } = this.shape;
+    const t = q.shape[0] ?? 0;
+    expectShape('q', q, t, heads, headDim);
+    expectShape('k', k, t, kvHeads, headDim);
+    expectShape('v', v, t, kvHeads, headDim);
+    return t;
+  }
+}

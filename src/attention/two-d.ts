@@ -1,0 +1,150 @@
+import type { ProcessGroup } from '../comm/process-group.js';
+import type { MemoryCategory } from '../tensor/arena.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { AttentionCore, AttentionSaved } from './core.js';
+import { checkAttentionShape, expectShape, type AttentionKernels, type AttentionShape } from './local.js';
+import { RingAttention, type RingSaved } from './ring.js';
+import { gatherHeads, replicateKvHeads, replicatedKvHeads, scatterHeads, sumKvReplicas } from './ulysses.js';
+
+export interface TwoDAttentionOptions extends AttentionShape {
+  kernels: AttentionKernels;
+  /** Head-parallel group (Ulysses all-to-all), members in ascending h. */
+  hpGroup: ProcessGroup;
+  /** Context-parallel group (ring); its group rank is the ring position c. */
+  cpGroup: ProcessGroup;
+}
+
+/** What the forward keeps for the backward, all in the head-split layout [S/cp, ·/hp, d]. */
+interface TwoDState {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  ring: RingSaved;
+}
+
+/**
+ * 2D-Attention (LoongTrain §3; algorithms.md §2–§4): q [T, H, d], k and v [T, Hkv, d] of this
+ * rank's T = S/sp zigzag tokens → Ulysses all-to-all over the hp group (KV heads replicated
+ * hp/Hkv times when hp > Hkv) → zigzag ring attention over the cp group on [S/cp, H/hp, d] →
+ * reverse all-to-all → out [T, H, d]. After the all-to-all, the rank with context coordinate
+ * c holds the zigzag pair of ring position c, which is what the ring's block rules assume.
+ * The backward mirrors it: dO in, ring backward, dQ/dK/dV out (replica gradients summed).
+ */
+export class TwoDAttention implements AttentionCore {
+  private readonly shape: AttentionShape;
+  private readonly hpGroup: ProcessGroup;
+  private readonly kvRep: number;
+  private readonly ring: RingAttention;
+
+  /** @throws Error when heads, kvHeads, headDim or the hp split are invalid (algorithms.md §3). */
+  constructor(opts: TwoDAttentionOptions) {
+    checkAttentionShape(opts);
+    const hp = opts.hpGroup.size;
+    const kvHeadsRep = replicatedKvHeads(opts.heads, opts.kvHeads, hp);
+    this.shape = { heads: opts.heads, kvHeads: opts.kvHeads, headDim: opts.headDim, causal: opts.causal };
+    this.hpGroup = opts.hpGroup;
+    this.kvRep = kvHeadsRep / opts.kvHeads;
+    this.ring = new RingAttention({
+      kernels: opts.kernels,
+      group: opts.cpGroup,
+      heads: opts.heads / hp,
+      kvHeads: kvHeadsRep / hp,
+      headDim: opts.headDim,
+      causal: opts.causal,
+    });
+  }
+
+  /**
+   * q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d] (category 'activations'). Keeps
+   * q/k/v after the all-to-all and the ring's merged out and lse (category 'saved') in
+   * saved.state. Its four all-to-alls (q, k, v in, out back) send (hp − 1)/hp · T·d·(2H + 2·max(Hkv, hp)) elements (algorithms.md §6).
+   * @throws Error on shapes that do not match the constructor's.
+   */
+  forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved {
+    const t = this.checkInputs(q, k, v);
+    const qH = this.toHeads(q, 'saved');
+    const kH = this.kvToHeads(k);
+    const vH = this.kvToHeads(v);
+    const state: TwoDState = { q: qH, k: kH, v: vH, ring: this.ring.forward(qH, kH, vH) };
+    const out = Tensor.zeros(q.arena, [t, this.shape.heads, this.shape.headDim], 'activations');
+    gatherHeads(this.hpGroup, state.ring.out, out);
+    return { out, state };
+  }
+
+  /**
+   * From dOut [T, H, d] accumulate into dq [T, H, d], dk and dv [T, Hkv, d]. q/k/v are only
+   * checked: the backward uses the head-split copies the forward kept. Frees saved.out and the
+   * saved state.
+   * @throws Error on wrong shapes, or when the ring's hops differ from the forward's (F2).
+   */
+  backward(saved: AttentionSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
+    const t = this.checkInputs(q, k, v);
+    const { heads, kvHeads, headDim } = this.shape;
+    expectShape('dOut', dOut, t, heads, headDim);
+    expectShape('dq', dq, t, heads, headDim);
+    expectShape('dk', dk, t, kvHeads, headDim);
+    expectShape('dv', dv, t, kvHeads, headDim);
+    const st = saved.state as TwoDState;
+    const arena = q.arena;
+    const dOutH = this.toHeads(dOut, 'scratch');
+    const dqH = Tensor.zeros(arena, st.q.shape, 'scratch');
+    const dkH = Tensor.zeros(arena, st.k.shape, 'scratch');
+    const dvH = Tensor.zeros(arena, st.v.shape, 'scratch');
+    this.ring.backward(st.ring, st.q, st.k, st.v, dOutH, dqH, dkH, dvH);
+    dOutH.free();
+    gatherHeads(this.hpGroup, dqH, dq, true);
+    this.fromHeadsKv(dkH, dk);
+    this.fromHeadsKv(dvH, dv);
+    for (const x of [dqH, dkH, dvH, st.q, st.k, st.v, saved.out]) x.free();
+  }
+
+  /**
+   * The merged lse a forward kept, [S/cp, H/hp] in the head-split layout: the tokens of the
+   * zigzag pair of ring position c (algorithms.md §2) and this rank's head group h.
+   */
+  headSplitLse(saved: AttentionSaved): Tensor {
+    return (saved.state as TwoDState).ring.lse;
+  }
+
+  /** [T, Hx, d] → a new [hp·T, Hx/hp, d] from x's arena. */
+  private toHeads(x: Tensor, category: MemoryCategory): Tensor {
+    const [t, hx, d] = x.shape as [number, number, number];
+    const hp = this.hpGroup.size;
+    const y = Tensor.zeros(x.arena, [hp * t, hx / hp, d], category);
+    scatterHeads(this.hpGroup, x, y);
+    return y;
+  }
+
+  /** K or V [T, Hkv, d] → [hp·T, max(Hkv, hp)/hp, d] (category 'saved'), heads replicated first when hp > Hkv. */
+  private kvToHeads(x: Tensor): Tensor {
+    if (this.kvRep === 1) return this.toHeads(x, 'saved');
+    const [t, hkv, d] = x.shape as [number, number, number];
+    const rep = Tensor.zeros(x.arena, [t, hkv * this.kvRep, d], 'scratch');
+    replicateKvHeads(x, this.kvRep, rep);
+    const y = this.toHeads(rep, 'saved');
+    rep.free();
+    return y;
+  }
+
+  /** dK or dV [hp·T, Hkvr/hp, d] back to this rank's tokens, replicas summed, added into dx [T, Hkv, d]. */
+  private fromHeadsKv(dH: Tensor, dx: Tensor): void {
+    if (this.kvRep === 1) {
+      gatherHeads(this.hpGroup, dH, dx, true);
+      return;
+    }
+    const [t, hkv, d] = dx.shape as [number, number, number];
+    const dRep = Tensor.zeros(dx.arena, [t, hkv * this.kvRep, d], 'scratch');
+    gatherHeads(this.hpGroup, dH, dRep);
+    sumKvReplicas(dRep, this.kvRep, dx);
+    dRep.free();
+  }
+
+  private checkInputs(q: Tensor, k: Tensor, v: Tensor): number {
+    const { heads, kvHeads, headDim } = this.shape;
+    const t = q.shape[0] ?? 0;
+    expectShape('q', q, t, heads, headDim);
+    expectShape('k', k, t, kvHeads, headDim);
+    expectShape('v', v, t, kvHeads, headDim);
+    return t;
+  }
+}

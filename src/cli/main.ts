@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { RankFailedError } from '../comm/threads/launch.js';
+import { ConfigError } from '../errors.js';
+import { loadConfig } from '../train/config.js';
+import { train } from '../train/train.js';
+
+const program = new Command();
+program.name('loongtrain').description('Train LLaMA-style models on long sequences with 2D-Attention (LoongTrain, arXiv 2406.18485)').showHelpAfterError();
+
+program
+  .command('train')
+  .description('train a model as a TOML config says (docs/config.md), one worker thread per rank')
+  .option('-c, --config <file>', 'TOML config file (default: built-in defaults)')
+  .option('-s, --set <key=value>', 'override a config key, e.g. --set parallel.cp=4 (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .addOption(new Option('-r, --resume [dir]', 'resume from the newest checkpoint in checkpoint.dir, or from the given checkpoint folder'))
+  .option('--stop-at <step>', 'stop after this step and write a checkpoint (resume later with --resume)', (v: string) => Number(v))
+  .action(async (opts: { config?: string; set: string[]; resume?: string | true; stopAt?: number }) => {
+    const cfg = loadConfig(opts.config, opts.set);
+    const resume = opts.resume === true ? cfg.checkpoint.dir : opts.resume;
+    const result = await train(cfg, { ...(resume !== undefined ? { resume } : {}), ...(opts.stopAt !== undefined ? { stopAt: opts.stopAt } : {}) });
+    const first = result.steps[0];
+    const last = result.steps[result.steps.length - 1];
+    if (first !== undefined && last !== undefined) {
+      process.stderr.write(
+        `done: steps ${first.step}–${last.step}, loss ${first.loss.toFixed(4)} → ${last.loss.toFixed(4)} in ${result.wallSeconds.toFixed(1)} s` +
+          (result.checkpoint !== undefined ? `; checkpoint ${result.checkpoint}` : '') +
+          `; metrics in ${cfg.log.dir}/metrics.jsonl\n`,
+      );
+    }
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof ConfigError) {
+    process.stderr.write(`loongtrain: ${e.message}\n`);
+    process.exitCode = 2;
+  } else if (e instanceof RankFailedError) {
+    process.stderr.write(`loongtrain: ${e.stack ?? e.message}\n`);
+    process.exitCode = 1;
+  } else {
+    throw e;
+  }
+}

@@ -1,0 +1,144 @@
+import type { Arena } from '../tensor/arena.js';
+import { deriveSeed, Rng } from '../tensor/rng.js';
+import { Tensor } from '../tensor/tensor.js';
+import { headDim, type ModelConfig, validateModelConfig } from './config.js';
+
+/** One parameter's place in the flat tensor: elements [offset, offset + size). */
+export interface ParamSpec {
+  readonly name: string;
+  /** Matrices are [out, in] (y = x·Wᵀ); norm weights [D]; tables [V, D]. */
+  readonly shape: readonly number[];
+  /** Element offset into the flat tensor; a multiple of {@link PARAM_ALIGN}. */
+  readonly offset: number;
+  readonly size: number;
+  /** What initialisation and weight decay treat it as. */
+  readonly kind: 'matrix' | 'norm' | 'embedding';
+}
+
+/**
+ * Offsets are rounded up to 16 elements (64 bytes) so each parameter view has the alignment of a
+ * fresh arena allocation (what SIMD kernels expect). The gaps hold zeros in params and grads.
+ */
+export const PARAM_ALIGN = 16;
+
+/** All parameters in their fixed order and the flat size including alignment gaps. */
+export interface ParamLayout {
+  readonly specs: readonly ParamSpec[];
+  /** Elements of the flat params (and grads) tensor. */
+  readonly flatSize: number;
+  /** Number of model parameters (Σ sizes, without gaps). */
+  readonly numParams: number;
+}
+
+/**
+ * The fixed parameter order of docs/model.md: `tok_embeddings` [V, D]; per layer l:
+ * `layers.l.attn_norm` [D], `layers.l.attn.wq` [H·d, D], `.wk` [Hkv·d, D], `.wv` [Hkv·d, D],
+ * `.wo` [D, H·d], `layers.l.mlp_norm` [D], `layers.l.mlp.w1` [F, D] (gate), `.w3` [F, D] (up),
+ * `.w2` [D, F] (down); then `norm` [D] and, when not tied, `output` [V, D].
+ * @throws ConfigError from {@link validateModelConfig}.
+ */
+export function paramLayout(config: ModelConfig): ParamLayout {
+  validateModelConfig(config);
+  const { vocabSize: v, dim, ffnDim: f } = config;
+  const qDim = config.heads * headDim(config);
+  const kvDim = config.kvHeads * headDim(config);
+  const specs: ParamSpec[] = [];
+  let offset = 0;
+  let numParams = 0;
+  const add = (name: string, shape: number[], kind: ParamSpec['kind']): void => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    specs.push({ name, shape, offset, size, kind });
+    numParams += size;
+    offset += Math.ceil(size / PARAM_ALIGN) * PARAM_ALIGN;
+  };
+  add('tok_embeddings', [v, dim], 'embedding');
+  for (let l = 0; l < config.layers; l++) {
+    const p = `layers.${l}`;
+    add(`${p}.attn_norm`, [dim], 'norm');
+    add(`${p}.attn.wq`, [qDim, dim], 'matrix');
+    add(`${p}.attn.wk`, [kvDim, dim], 'matrix');
+    add(`${p}.attn.wv`, [kvDim, dim], 'matrix');
+    add(`${p}.attn.wo`, [dim, qDim], 'matrix');
+    add(`${p}.mlp_norm`, [dim], 'norm');
+    add(`${p}.mlp.w1`, [f, dim], 'matrix');
+    add(`${p}.mlp.w3`, [f, dim], 'matrix');
+    add(`${p}.mlp.w2`, [dim, f], 'matrix');
+  }
+  add('norm', [dim], 'norm');
+  if (!config.tiedEmbeddings) add('output', [v, dim], 'matrix');
+  return { specs, flatSize: offset, numParams };
+}
+
+/** Residual-branch output projections, whose init is scaled by 1/√(2·layers) (GPT-2 §2.3). */
+function isResidualOutput(name: string): boolean {
+  return name.endsWith('.attn.wo') || name.endsWith('.mlp.w2');
+}
+
+/**
+ * Every parameter in ONE flat f32 tensor (category 'params') and the gradients in one flat
+ * tensor of the same layout (category 'grads'), so gradients reduce in one collective and
+ * checkpoints address parameters by name.
+ */
+export class ModelParams {
+  readonly config: ModelConfig;
+  readonly layout: ParamLayout;
+  /** [flatSize], category 'params'. */
+  readonly params: Tensor;
+  /** [flatSize], category 'grads'. */
+  readonly grads: Tensor;
+  private readonly byName: Map<string, ParamSpec>;
+
+  /** Allocates zero params and grads from `arena`. @throws ConfigError for a bad config. */
+  constructor(arena: Arena, config: ModelConfig) {
+    this.config = config;
+    this.layout = paramLayout(config);
+    this.byName = new Map(this.layout.specs.map((s) => [s.name, s]));
+    this.params = Tensor.zeros(arena, [this.layout.flatSize], 'params');
+    this.grads = Tensor.zeros(arena, [this.layout.flatSize], 'grads');
+  }
+
+  /** The layout entry called `name`. @throws Error naming the unknown name. */
+  spec(name: string): ParamSpec {
+    const s = this.byName.get(name);
+    if (s === undefined) throw new Error(`unknown parameter ${JSON.stringify(name)}; parameters are named like tok_embeddings, layers.0.attn.wq, norm (see docs/model.md)`);
+    return s;
+  }
+
+  /** View of parameter `name` with its shape, sharing the flat tensor's memory. */
+  param(name: string): Tensor {
+    return viewOf(this.params, this.spec(name));
+  }
+
+  /** View of the gradient of `name` with its shape, sharing the flat grads' memory. */
+  grad(name: string): Tensor {
+    return viewOf(this.grads, this.spec(name));
+  }
+
+  /**
+   * Deterministic initialisation that does not depend on the parallel layout: parameter `name`
+   * draws from its own stream `new Rng(deriveSeed(seed, name))`. Matrices and the embedding:
+   * normal · initStd, with `attn.wo` and `mlp.w2` scaled by 1/√(2·layers); norm weights: 1.
+   */
+  init(seed: number): void {
+    const { initStd, layers } = this.config;
+    for (const s of this.layout.specs) {
+      const data = viewOf(this.params, s).data;
+      if (s.kind === 'norm') {
+        data.fill(1);
+        continue;
+      }
+      const std = isResidualOutput(s.name) ? initStd / Math.sqrt(2 * layers) : initStd;
+      const rng = new Rng(deriveSeed(seed, s.name));
+      for (let i = 0; i < data.length; i++) data[i] = rng.normal() * std;
+    }
+  }
+
+  /** Set every gradient to 0 (before a step's first backward). */
+  zeroGrads(): void {
+    this.grads.data.fill(0);
+  }
+}
+
+function viewOf(flat: Tensor, s: ParamSpec): Tensor {
+  return flat.rows(s.offset, s.offset + s.size).reshape(s.shape);
+}

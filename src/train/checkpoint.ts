@@ -1,0 +1,139 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError } from '../errors.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ModelParams } from '../model/params.js';
+import type { AdamWState } from '../optim/adamw.js';
+import { writeFileAtomic } from './atomic-write.js';
+import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
+
+/**
+ * A checkpoint is a folder `step-NNNNNNNN/` holding `model.safetensors` (every parameter by
+ * name), `optimizer.safetensors` (AdamW `m.<name>` and `v.<name>`) and `trainer.json`
+ * ({@link TrainerState}). The folder is written under a temporary name and renamed, so a
+ * checkpoint folder with its final name is always complete.
+ */
+export interface TrainerState {
+  format: 1;
+  /** Optimizer steps completed. */
+  step: number;
+  /** Sequences consumed so far (the data sampler's run position). */
+  dataPosition: number;
+  /** Seed of the run (initialisation and data order). */
+  seed: number;
+  model: ModelConfig;
+  tokenizer: string;
+  seqLen: number;
+  /** Layout the checkpoint was written under (information: weights are layout-independent). */
+  layout: string;
+  /**
+   * Randomness consumed by training steps. Nothing in a step draws random numbers yet (no
+   * dropout; the data order is a pure function of seed and dataPosition), so this is the seed.
+   */
+  rngState: number;
+}
+
+const STEP_DIR = /^step-(\d{8})$/;
+
+export function checkpointDirName(step: number): string {
+  return `step-${String(step).padStart(8, '0')}`;
+}
+
+/** Complete checkpoints under `dir`, oldest first. */
+export function listCheckpoints(dir: string): { step: number; path: string }[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .map((name) => ({ m: STEP_DIR.exec(name), name }))
+    .filter(({ m, name }) => m !== null && existsSync(join(dir, name, 'trainer.json')))
+    .map(({ m, name }) => ({ step: Number(m![1]), path: join(dir, name) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+/**
+ * The checkpoint to resume from: `target` itself when it is a checkpoint folder, else the newest
+ * checkpoint inside `target`. @throws ConfigError naming the folder when there is none.
+ */
+export function resolveCheckpoint(target: string): string {
+  if (existsSync(join(target, 'trainer.json'))) return target;
+  const all = listCheckpoints(target);
+  if (all.length === 0) throw new ConfigError(`--resume: no checkpoint in ${target} (expected a step-NNNNNNNN folder holding trainer.json); run without --resume to start fresh`);
+  return all[all.length - 1]!.path;
+}
+
+/** Write a checkpoint of `params` and `optimizer` into `dir` and keep the newest `keep`. Returns its path. */
+export function saveCheckpoint(dir: string, state: TrainerState, params: ModelParams, optimizer: AdamWState, keep: number): string {
+  mkdirSync(dir, { recursive: true });
+  const final = join(dir, checkpointDirName(state.step));
+  const tmp = `${final}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  const model = new Map<string, NamedTensor>();
+  const optim = new Map<string, NamedTensor>();
+  for (const s of params.layout.specs) {
+    model.set(s.name, { shape: s.shape, data: params.param(s.name).data });
+    optim.set(`m.${s.name}`, { shape: s.shape, data: optimizer.m.subarray(s.offset, s.offset + s.size) });
+    optim.set(`v.${s.name}`, { shape: s.shape, data: optimizer.v.subarray(s.offset, s.offset + s.size) });
+  }
+  writeSafetensors(join(tmp, 'model.safetensors'), model, { format: 'loongtrain', step: String(state.step) });
+  writeSafetensors(join(tmp, 'optimizer.safetensors'), optim, { optimizer: 'adamw', step: String(optimizer.step) });
+  writeFileAtomic(join(tmp, 'trainer.json'), JSON.stringify(state, null, 2) + '\n');
+  rmSync(final, { recursive: true, force: true });
+  renameSync(tmp, final);
+  const all = listCheckpoints(dir);
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(old.path, { recursive: true, force: true });
+  return final;
+}
+
+/** Read a checkpoint's trainer.json. @throws ConfigError naming the file when it is missing or malformed. */
+export function readTrainerState(path: string): TrainerState {
+  const file = join(path, 'trainer.json');
+  let state: TrainerState;
+  try {
+    state = JSON.parse(readFileSync(file, 'utf8')) as TrainerState;
+  } catch (e) {
+    throw new ConfigError(`checkpoint ${file} cannot be read: ${(e as Error).message}`);
+  }
+  if (state.format !== 1 || !Number.isInteger(state.step) || !Number.isInteger(state.dataPosition)) {
+    throw new ConfigError(`checkpoint ${file} is not a LoongTrain.ts trainer state (format 1 with integer step and dataPosition)`);
+  }
+  return state;
+}
+
+/**
+ * Refuse to resume a checkpoint whose model, tokenizer or sequence length differ from the run's.
+ * @throws ConfigError listing every field that differs with both values.
+ */
+export function checkResumable(state: TrainerState, model: ModelConfig, tokenizer: string, seqLen: number, path: string): void {
+  const diffs: string[] = [];
+  for (const key of Object.keys(model) as (keyof ModelConfig)[]) {
+    if (state.model[key] !== model[key]) diffs.push(`model.${key}: checkpoint ${String(state.model[key])}, config ${String(model[key])}`);
+  }
+  if (state.tokenizer !== tokenizer) diffs.push(`data.tokenizer: checkpoint ${state.tokenizer}, config ${tokenizer}`);
+  if (state.seqLen !== seqLen) diffs.push(`train.seqLen: checkpoint ${state.seqLen}, config ${seqLen}`);
+  if (diffs.length > 0) throw new ConfigError(`cannot resume from ${path}: the run differs from the checkpoint in\n  ${diffs.join('\n  ')}`);
+}
+
+/**
+ * Load weights and optimizer state of checkpoint `path` into `params` and return the optimizer
+ * state to import. @throws SafetensorsError for a corrupt file; Error naming a missing or
+ * mis-shaped tensor.
+ */
+export function loadCheckpoint(path: string, params: ModelParams, optimizerStep: number): AdamWState {
+  const model = readSafetensors(join(path, 'model.safetensors')).tensors;
+  const optim = readSafetensors(join(path, 'optimizer.safetensors')).tensors;
+  const n = params.layout.flatSize;
+  const m = new Float32Array(n);
+  const v = new Float32Array(n);
+  const take = (tensors: Map<string, NamedTensor>, name: string, shape: readonly number[], file: string): Float32Array => {
+    const t = tensors.get(name);
+    if (t === undefined) throw new Error(`checkpoint ${join(path, file)} has no tensor "${name}"`);
+    if (t.shape.join(',') !== shape.join(',')) throw new Error(`checkpoint ${join(path, file)}: "${name}" has shape [${t.shape.join(', ')}], the model needs [${shape.join(', ')}]`);
+    return t.data;
+  };
+  for (const s of params.layout.specs) {
+    params.param(s.name).data.set(take(model, s.name, s.shape, 'model.safetensors'));
+    m.set(take(optim, `m.${s.name}`, s.shape, 'optimizer.safetensors'), s.offset);
+    v.set(take(optim, `v.${s.name}`, s.shape, 'optimizer.safetensors'), s.offset);
+  }
+  return { step: optimizerStep, m, v };
+}

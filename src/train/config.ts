@@ -1,0 +1,308 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
+import { z } from 'zod';
+import { DATA_SOURCES } from '../data/sources.js';
+import { TOKENIZER_NAMES, TOKENIZER_VOCAB_SIZES } from '../data/tokenizer.js';
+import { ConfigError } from '../errors.js';
+import { PLACEMENTS, ParallelDims, validateLayout } from '../parallel/dims.js';
+
+/**
+ * The run's configuration: a TOML file (docs/config.md lists every key) plus `--set
+ * section.key=value` overrides, validated with zod. Every key has a default, so an empty file is
+ * a valid config (the Brown corpus, byte tokenizer, one rank).
+ */
+
+export const KERNEL_NAMES = ['reference', 'wasm', 'blas'] as const;
+export const PROGRESS_MODES = ['auto', 'bar', 'plain', 'none'] as const;
+
+const int = (min: number) => z.number().int().min(min);
+const positive = () => z.number().positive();
+/** [0, 1): Adam's moment decay rates. */
+const decayRate = () => z.number().min(0).lt(1);
+
+const modelSchema = z.strictObject({
+  vocabSize: int(2).optional(),
+  dim: int(1).default(64),
+  layers: int(1).default(2),
+  heads: int(1).default(4),
+  kvHeads: int(1).default(2),
+  ffnDim: int(1).default(176),
+  ropeTheta: positive().default(10000),
+  normEps: positive().default(1e-5),
+  tiedEmbeddings: z.boolean().default(true),
+  initStd: positive().default(0.02),
+});
+
+const dataSchema = z.strictObject({
+  source: z.enum(DATA_SOURCES as ['brown', 'files']).default('brown'),
+  path: z.string().min(1).optional(),
+  tokenizer: z.enum(TOKENIZER_NAMES as ['byte', 'gpt2']).default('byte'),
+});
+
+const parallelSchema = z.strictObject({
+  dp: int(1).default(1),
+  hp: int(1).default(1),
+  cp: int(1).default(1),
+  placement: z.enum(PLACEMENTS as ['head-first', 'context-first']).default('head-first'),
+  innerRingSize: int(1).optional(),
+});
+
+const optimSchema = z.strictObject({
+  lr: positive().default(3e-3),
+  minLr: z.number().min(0).default(3e-4),
+  warmupSteps: int(0).default(10),
+  beta1: decayRate().default(0.9),
+  beta2: decayRate().default(0.95),
+  eps: positive().default(1e-8),
+  weightDecay: z.number().min(0).default(0.1),
+  gradClip: z.number().min(0).default(1.0),
+});
+
+const trainSchema = z.strictObject({
+  steps: int(1).default(100),
+  seqLen: int(2).default(256),
+  batchSize: int(1).default(1),
+  seed: int(0).max(0xffffffff).default(1234),
+  // The arena is one WebAssembly.Memory: at most 4 GiB (DESIGN decision 2).
+  arenaMiB: int(1).max(4096).default(512),
+  commTimeoutMs: int(1).default(60000),
+  kernels: z.enum(KERNEL_NAMES).default('reference'),
+  causal: z.boolean().default(true),
+});
+
+const checkpointSchema = z.strictObject({
+  dir: z.string().min(1).default('runs/checkpoints'),
+  every: int(0).default(0),
+  keep: int(1).default(2),
+});
+
+const logSchema = z.strictObject({
+  dir: z.string().min(1).default('runs'),
+  every: int(1).default(1),
+  progress: z.enum(PROGRESS_MODES).default('auto'),
+  peakGflopsPerRank: positive().optional(),
+});
+
+const SECTIONS = {
+  model: modelSchema,
+  data: dataSchema,
+  parallel: parallelSchema,
+  optim: optimSchema,
+  train: trainSchema,
+  checkpoint: checkpointSchema,
+  log: logSchema,
+};
+
+// prefault (not default): an absent section is parsed as {}, so its keys get their defaults.
+const configSchema = z.strictObject({
+  model: modelSchema.prefault({}),
+  data: dataSchema.prefault({}),
+  parallel: parallelSchema.prefault({}),
+  optim: optimSchema.prefault({}),
+  train: trainSchema.prefault({}),
+  checkpoint: checkpointSchema.prefault({}),
+  log: logSchema.prefault({}),
+});
+
+type ParsedConfig = z.infer<typeof configSchema>;
+
+/** The validated configuration; `model.vocabSize` is resolved (the tokenizer's when not given). */
+export type Config = Omit<ParsedConfig, 'model'> & { model: ParsedConfig['model'] & { vocabSize: number } };
+
+/**
+ * Read `path` (TOML; undefined = no file, all defaults), apply `overrides` in order, validate.
+ * Relative paths inside the config (data.path, checkpoint.dir, log.dir) stay relative to the
+ * working directory.
+ * @throws ConfigError: missing file, TOML syntax error (with line and column), malformed
+ * override, or every validation problem at once (see parseConfig).
+ */
+export function loadConfig(path: string | undefined, overrides: readonly string[] = []): Config {
+  let raw: Record<string, unknown> = {};
+  if (path !== undefined) {
+    if (!existsSync(path)) throw new ConfigError(`config file ${path} does not exist`);
+    try {
+      raw = parseToml(readFileSync(path, 'utf8'));
+    } catch (e) {
+      throw new ConfigError(`config file ${path} is not valid TOML: ${(e as Error).message}`);
+    }
+  }
+  for (const o of overrides) applyOverride(raw, o);
+  const origin = path ?? 'the default config';
+  return parseConfig(raw, overrides.length > 0 ? `${origin} with --set ${overrides.join(' ')}` : origin);
+}
+
+/**
+ * Apply one `section.key=value` override to a raw config object. The value is read as a TOML
+ * value (`50`, `3e-4`, `true`, `"x"`, `[1, 2]`); anything that is not valid TOML is taken as a
+ * bare string (`context-first`, `data/books`).
+ * @throws ConfigError for a missing "=", a key that is not exactly `section.key`, or a section
+ * that is not a table.
+ */
+export function applyOverride(raw: Record<string, unknown>, override: string): void {
+  const eq = override.indexOf('=');
+  const keyPath = eq < 0 ? '' : override.slice(0, eq).trim();
+  const parts = keyPath.split('.');
+  if (eq < 0 || parts.length !== 2 || parts.some((p) => p.length === 0)) {
+    throw new ConfigError(`--set ${JSON.stringify(override)} is invalid: expected section.key=value, e.g. --set train.steps=50`);
+  }
+  const [section, key] = parts as [string, string];
+  const current = raw[section];
+  if (current !== undefined && !isTable(current)) {
+    throw new ConfigError(`--set ${keyPath}: ${section} is not a table in the config file (it is ${JSON.stringify(current)})`);
+  }
+  const table = current ?? {};
+  table[key] = parseOverrideValue(override.slice(eq + 1).trim());
+  raw[section] = table;
+}
+
+function parseOverrideValue(text: string): unknown {
+  try {
+    const doc = parseToml(`v = ${text}`);
+    if (Object.keys(doc).length === 1) return doc.v;
+  } catch {
+    // not a TOML value: a bare word
+  }
+  return text;
+}
+
+function isTable(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+/**
+ * Validate a raw config object (as parsed from TOML) and fill in defaults.
+ * Checks each key's type and range, unknown sections and keys (listing the allowed ones), and
+ * the cross-field rules that need no model or data: data.path given for source "files",
+ * minLr ≤ lr, warmupSteps ≤ steps, vocabSize ≥ the tokenizer's, heads divisible into an even
+ * headDim, and the parallel layout (innerRingSize | cp, hp vs heads/kvHeads, seqLen a multiple
+ * of 2·sp: parallel/dims.ts validateLayout).
+ * @throws ConfigError listing every problem found, each naming the key, the value and what is allowed.
+ */
+export function parseConfig(raw: unknown, origin = 'config'): Config {
+  const parsed = configSchema.safeParse(raw);
+  const problems = parsed.success ? crossFieldProblems(parsed.data) : parsed.error.issues.flatMap((i) => describeIssue(i, raw));
+  if (problems.length > 0 || !parsed.success) {
+    throw new ConfigError(`${origin}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+  const cfg = parsed.data;
+  return { ...cfg, model: { ...cfg.model, vocabSize: cfg.model.vocabSize ?? TOKENIZER_VOCAB_SIZES[cfg.data.tokenizer] } };
+}
+
+function crossFieldProblems(cfg: ParsedConfig): string[] {
+  const out: string[] = [];
+  const { model, data, optim, train, parallel } = cfg;
+  if (data.source === 'files' && data.path === undefined) {
+    out.push('data.path is required when data.source = "files": give a .txt file, a .jsonl file or a folder of them');
+  }
+  if (optim.minLr > optim.lr) out.push(`optim.minLr = ${optim.minLr} is larger than optim.lr = ${optim.lr}; it must be ≤ lr`);
+  if (optim.warmupSteps > train.steps) out.push(`optim.warmupSteps = ${optim.warmupSteps} is larger than train.steps = ${train.steps}; it must be ≤ steps`);
+  const tokVocab = TOKENIZER_VOCAB_SIZES[data.tokenizer];
+  if (model.vocabSize !== undefined && model.vocabSize < tokVocab) {
+    out.push(`model.vocabSize = ${model.vocabSize} is smaller than the ${data.tokenizer} tokenizer's ${tokVocab} tokens; use ≥ ${tokVocab} or omit it`);
+  }
+  if (model.dim % model.heads !== 0 || (model.dim / model.heads) % 2 !== 0) {
+    out.push(`model.dim = ${model.dim} and model.heads = ${model.heads} give headDim = dim / heads = ${model.dim / model.heads}; it must be an even integer (RoPE rotates pairs)`);
+  }
+  try {
+    const dims = new ParallelDims(parallel);
+    validateLayout(dims, { heads: model.heads, kvHeads: model.kvHeads, seqLen: train.seqLen });
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    out.push(e.message);
+  }
+  return out;
+}
+
+type Issue = z.core.$ZodIssue;
+
+function describeIssue(issue: Issue, raw: unknown): string[] {
+  const path = issue.path.map(String);
+  const key = path.join('.');
+  if (issue.code === 'unrecognized_keys') {
+    if (path.length === 0) {
+      const allowed = Object.keys(SECTIONS);
+      return issue.keys.map((k) => `unknown section [${k}]${suggest(k, allowed)}; allowed sections: ${allowed.join(', ')}`);
+    }
+    const allowed = Object.keys(SECTIONS[path[0] as keyof typeof SECTIONS].shape);
+    return issue.keys.map((k) => `unknown key ${key}.${k}${suggest(k, allowed)}; allowed keys of [${key}]: ${allowed.join(', ')}`);
+  }
+  const value = valueAt(raw, path);
+  const subject = path.length === 1 ? `[${key}] = ${show(value)}` : `${key} = ${show(value)}`;
+  switch (issue.code) {
+    case 'invalid_type':
+      return [`${subject} is invalid: expected ${expectedText(issue.expected, path)}`];
+    case 'invalid_value':
+      return [`${subject} is invalid: use one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`];
+    case 'too_small':
+      return [`${subject} is invalid: ${issue.origin === 'string' ? 'it must not be empty' : `it must be ${issue.inclusive ? '≥' : '>'} ${String(issue.minimum)}`}`];
+    case 'too_big':
+      return [`${subject} is invalid: it must be ${issue.inclusive ? '≤' : '<'} ${String(issue.maximum)}`];
+    default:
+      return [`${subject} is invalid: ${issue.message}`];
+  }
+}
+
+function expectedText(expected: string, path: string[]): string {
+  switch (expected) {
+    case 'int':
+      return 'an integer';
+    case 'number':
+      return isIntKey(path) ? 'an integer' : 'a number';
+    case 'string':
+      return 'a string';
+    case 'boolean':
+      return 'true or false';
+    case 'object':
+      return path.length === 1 ? `a table ([${path[0]}] with key = value lines)` : 'a table';
+    default:
+      return expected;
+  }
+}
+
+/** Whether the key at `path` (section.key) holds an integer; zod reports a string given for one as "expected number". */
+function isIntKey(path: string[]): boolean {
+  const section = SECTIONS[path[0] as keyof typeof SECTIONS] as z.ZodObject | undefined;
+  let schema: unknown = section?.shape[path[1] ?? ''];
+  while (schema instanceof z.ZodDefault || schema instanceof z.ZodOptional) schema = schema.unwrap();
+  return schema instanceof z.ZodNumber && schema.isInt;
+}
+
+function valueAt(raw: unknown, path: string[]): unknown {
+  let v = raw;
+  for (const p of path) v = isTable(v) ? v[p] : undefined;
+  return v;
+}
+
+function show(v: unknown): string {
+  if (v === undefined) return '(missing)';
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (v instanceof Date) return v.toISOString();
+  return JSON.stringify(v) ?? String(v);
+}
+
+/** " (did you mean x?)" for the allowed name nearest to `name`, if it is close (edit distance ≤ 2 or case only). */
+function suggest(name: string, allowed: string[]): string {
+  let best = '';
+  let bestDist = Infinity;
+  for (const a of allowed) {
+    const d = a.toLowerCase() === name.toLowerCase() ? 0 : editDistance(a, name);
+    if (d < bestDist) [best, bestDist] = [a, d];
+  }
+  return bestDist <= 2 ? ` (did you mean ${best}?)` : '';
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** The effective config as TOML (optional keys that are unset are left out), for logs and checkpoints. */
+export function configToToml(cfg: Config): string {
+  return stringifyToml(JSON.parse(JSON.stringify(cfg)) as Record<string, unknown>);
+}

@@ -1,0 +1,80 @@
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import cliProgress from 'cli-progress';
+import type { StepMetrics } from './metrics.js';
+
+export type ProgressMode = 'auto' | 'bar' | 'plain' | 'none';
+
+/**
+ * Shows training progress and records metrics: a progress bar on a terminal (`bar`), one plain
+ * line per logged step otherwise (`plain`), or nothing (`none`); `auto` picks `bar` when stderr
+ * is a terminal. Every step is appended to `<log.dir>/metrics.jsonl` as one JSON object.
+ */
+export class TrainLogger {
+  private readonly bar: cliProgress.SingleBar | undefined;
+  private readonly mode: Exclude<ProgressMode, 'auto'>;
+  readonly metricsPath: string;
+
+  /**
+   * @param resumed append to an existing metrics file instead of starting a new one.
+   */
+  constructor(
+    logDir: string,
+    mode: ProgressMode,
+    private readonly every: number,
+    firstStep: number,
+    lastStep: number,
+    resumed: boolean,
+    private readonly out: (line: string) => void = (line) => process.stderr.write(line + '\n'),
+  ) {
+    this.mode = mode === 'auto' ? (process.stderr.isTTY ? 'bar' : 'plain') : mode;
+    mkdirSync(logDir, { recursive: true });
+    this.metricsPath = join(logDir, 'metrics.jsonl');
+    if (!resumed) writeFileSync(this.metricsPath, '');
+    if (this.mode === 'bar') {
+      this.bar = new cliProgress.SingleBar(
+        { format: 'step {value}/{total} [{bar}] loss {loss} | lr {lr} | {tps} tok/s | TGS {tgs} | MFU {mfu} | eta {eta_formatted}', hideCursor: true, stream: process.stderr },
+        cliProgress.Presets.shades_classic,
+      );
+      this.bar.start(lastStep, firstStep, { loss: '-', lr: '-', tps: '-', tgs: '-', mfu: '-' });
+    }
+  }
+
+  /** Print a line (above the bar when one is shown). */
+  info(line: string): void {
+    if (this.mode === 'none') return;
+    if (this.bar !== undefined) this.bar.stop();
+    this.out(line);
+    if (this.bar !== undefined) this.bar.start(this.bar.getTotal(), this.barValue, this.lastPayload);
+  }
+
+  private barValue = 0;
+  private lastPayload: Record<string, string> = {};
+
+  step(m: StepMetrics): void {
+    appendFileSync(this.metricsPath, JSON.stringify(m) + '\n');
+    const payload = {
+      loss: m.loss.toFixed(4),
+      lr: m.lr.toExponential(2),
+      tps: m.tokensPerSec.toFixed(0),
+      tgs: m.tgs.toFixed(0),
+      mfu: `${(m.mfu * 100).toFixed(2)}%`,
+    };
+    if (this.bar !== undefined) {
+      this.barValue = m.step;
+      this.lastPayload = payload;
+      this.bar.update(m.step, payload);
+    } else if (this.mode === 'plain' && (m.step % this.every === 0 || m.step === 1)) {
+      const peakMiB = Math.max(...m.peakBytes) / 2 ** 20;
+      const wait = Math.max(...m.commWaitMs);
+      this.out(
+        `step ${m.step} | loss ${payload.loss} | lr ${payload.lr} | grad norm ${m.gradNorm.toFixed(3)} | ${m.stepMs.toFixed(0)} ms | ` +
+          `${payload.tps} tok/s | TGS ${payload.tgs} | MFU ${payload.mfu} | peak ${peakMiB.toFixed(1)} MiB/rank | comm wait ${wait.toFixed(0)} ms`,
+      );
+    }
+  }
+
+  close(): void {
+    this.bar?.stop();
+  }
+}

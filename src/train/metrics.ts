@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+
+/**
+ * Peak f32 FLOP/s of one rank's core, used as the MFU denominator (algorithms.md §7).
+ * Unless configured, it is clock × 4 f32 lanes (128-bit WebAssembly SIMD) × 2 (a fused
+ * multiply-add counts as two FLOPs) × 2 FMA units per core — the ceiling for our kernels on
+ * x86-64 and arm64 cores of this class. The clock is read from /proc/cpuinfo ("cpu MHz", the
+ * maximum over cores) or os.cpus(); returns the estimate and where it came from.
+ */
+export function peakFlopsPerRank(configuredGflops?: number): { flops: number; source: string } {
+  if (configuredGflops !== undefined) return { flops: configuredGflops * 1e9, source: 'log.peakGflopsPerRank' };
+  let mhz = 0;
+  try {
+    for (const m of readFileSync('/proc/cpuinfo', 'utf8').matchAll(/^cpu MHz\s*:\s*([\d.]+)/gm)) mhz = Math.max(mhz, Number(m[1]));
+  } catch {
+    // not Linux: fall back to what Node reports
+  }
+  if (mhz <= 0) mhz = Math.max(0, ...os.cpus().map((c) => c.speed));
+  if (mhz <= 0) mhz = 2000;
+  const flops = mhz * 1e6 * 4 * 2 * 2;
+  return { flops, source: `${mhz.toFixed(0)} MHz × 4 lanes × 2 (FMA) × 2 units` };
+}
+
+/** One training step as the launcher logs it (JSON-lines record). */
+export interface StepMetrics {
+  step: number;
+  /** Mean token loss over every valid label of the global batch (nats). */
+  loss: number;
+  lr: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  /** Wall time of the step on the slowest rank, ms. */
+  stepMs: number;
+  /** Tokens of the global batch per second. */
+  tokensPerSec: number;
+  /** Tokens per rank per second. */
+  tgs: number;
+  /** Model FLOPs utilisation (0–1): 3 × forward FLOPs per second / (ranks × peak). */
+  mfu: number;
+  /** Peak arena bytes of each rank during the step. */
+  peakBytes: number[];
+  /** Milliseconds each rank spent blocked on communication during the step. */
+  commWaitMs: number[];
+}
+
+/** What each rank reports after a step. */
+export interface RankStepReport {
+  kind: 'step';
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  stepMs: number;
+  peakBytes: number;
+  commWaitMs: number;
+}
+
+/**
+ * Combine the per-rank reports of one step into the logged metrics.
+ * @param tokensPerStep tokens of the global batch (dp × batchSize × seqLen)
+ * @param modelFlopsPerStep 3 × forward FLOPs of the global batch (algorithms.md §7)
+ */
+export function combineStep(reports: RankStepReport[], tokensPerStep: number, modelFlopsPerStep: number, peakPerRank: number): StepMetrics {
+  const first = reports[0]!;
+  const stepMs = Math.max(...reports.map((r) => r.stepMs));
+  const seconds = stepMs / 1000;
+  const world = reports.length;
+  return {
+    step: first.step,
+    loss: first.loss,
+    lr: first.lr,
+    gradNorm: first.gradNorm,
+    stepMs,
+    tokensPerSec: tokensPerStep / seconds,
+    tgs: tokensPerStep / world / seconds,
+    mfu: modelFlopsPerStep / seconds / (world * peakPerRank),
+    peakBytes: reports.map((r) => r.peakBytes),
+    commWaitMs: reports.map((r) => r.commWaitMs),
+  };
+}

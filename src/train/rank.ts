@@ -1,0 +1,165 @@
+import { TwoDAttention } from '../attention/two-d.js';
+import type { ProcessGroup } from '../comm/process-group.js';
+import type { RankContext } from '../comm/threads/launch.js';
+import { SequenceSampler, sequencePosition } from '../data/packing.js';
+import { shardSequence } from '../data/shard.js';
+import { getKernels } from '../kernels/reference/index.js';
+import { headDim } from '../model/config.js';
+import { countValidLabels, Transformer } from '../model/model.js';
+import { AdamW } from '../optim/adamw.js';
+import { clipGradNorm } from '../optim/clip.js';
+import { WarmupCosineSchedule } from '../optim/schedule.js';
+import { ParallelDims } from '../parallel/dims.js';
+import { loadCheckpoint, readTrainerState, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import type { Config } from './config.js';
+import type { RankStepReport } from './metrics.js';
+
+/** What the launcher hands every rank (structured-cloneable; `stream` lives in a SharedArrayBuffer). */
+export interface RankTrainArgs {
+  config: Config;
+  tokenizer: string;
+  /** The packed token stream of the whole data set (data/packing.ts). */
+  stream: Int32Array;
+  /** Checkpoint folder to resume from, if any. */
+  resumeFrom?: string;
+  /** Last step to run (≤ config.train.steps); a checkpoint is written there. */
+  stopAt: number;
+}
+
+export interface RankTrainResult {
+  /** Global mean loss of each step this run took, in step order. */
+  losses: number[];
+  /** Path of the last checkpoint written (rank 0 only). */
+  checkpoint?: string;
+}
+
+/** A checkpoint written by rank 0. */
+export interface CheckpointReport {
+  kind: 'checkpoint';
+  step: number;
+  path: string;
+}
+
+/**
+ * Sum of f64 values over the group, identical on every member and independent of f32 rounding:
+ * each value travels as an f32 pair (hi, lo) with hi + lo = x to ~2⁻⁴⁸ relative.
+ */
+function allSumF64(group: ProcessGroup, x: number): number {
+  const hi = Math.fround(x);
+  const send = new Float32Array([hi, x - hi]);
+  const all = new Float32Array(2 * group.size);
+  group.allGather(send, all);
+  let sum = 0;
+  for (let i = 0; i < group.size; i++) sum += all[2 * i]! + all[2 * i + 1]!;
+  return sum;
+}
+
+/**
+ * One rank's training loop (DESIGN.md "One rank's step"): data shard → model forward/backward
+ * with 2D-Attention → gradients summed over every token shard of the global batch (the world
+ * group: dp × hp × cp) → global-norm clipping → AdamW. The loss is Σ token losses / Σ valid
+ * labels of the whole global batch, identical on every rank.
+ */
+export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
+  const cfg = args.config;
+  const dims = new ParallelDims(cfg.parallel, ctx.world);
+  const kernels = getKernels(cfg.train.kernels);
+  const { block: dpIndex } = dims.coords(ctx.rank);
+  const hpGroup = ctx.newGroup('hp', dims.hpGroup(ctx.rank));
+  const cpGroup = ctx.newGroup('cp', dims.cpGroup(ctx.rank));
+  const world = ctx.newGroup('world', Array.from({ length: ctx.world }, (_, i) => i));
+  const model = new Transformer(
+    kernels,
+    ctx.arena,
+    cfg.model,
+    () =>
+      new TwoDAttention({
+        kernels,
+        hpGroup,
+        cpGroup,
+        heads: cfg.model.heads,
+        kvHeads: cfg.model.kvHeads,
+        headDim: headDim(cfg.model),
+        causal: cfg.train.causal,
+      }),
+    { seed: cfg.train.seed },
+  );
+  const { params } = model;
+  const optimizer = new AdamW(kernels, ctx.arena, params.layout, params.params, params.grads, cfg.optim);
+  const schedule = new WarmupCosineSchedule({ maxLr: cfg.optim.lr, minLr: cfg.optim.minLr, warmupSteps: cfg.optim.warmupSteps, totalSteps: cfg.train.steps });
+  const sampler = new SequenceSampler(args.stream, cfg.train.seqLen, cfg.train.seed);
+  const { batchSize } = cfg.train;
+  const maxNorm = cfg.optim.gradClip > 0 ? cfg.optim.gradClip : Infinity;
+
+  let startStep = 0;
+  if (args.resumeFrom !== undefined) {
+    const state = readTrainerState(args.resumeFrom);
+    optimizer.importState(loadCheckpoint(args.resumeFrom, params, state.step));
+    startStep = state.step;
+  }
+
+  const losses: number[] = [];
+  let checkpoint: string | undefined;
+  for (let step = startStep + 1; step <= args.stopAt; step++) {
+    const t0 = performance.now();
+    ctx.arena.resetPeak();
+    const waitBefore = totalWaitMs(ctx);
+    const stepIndex = step - 1;
+    let validLabels = 0;
+    for (let d = 0; d < dims.dp; d++) {
+      for (let b = 0; b < batchSize; b++) validLabels += countValidLabels(sampler.globalSequence(sequencePosition(stepIndex, dims.dp, batchSize, d, b)).labels);
+    }
+    params.zeroGrads();
+    let lossSum = 0;
+    for (let b = 0; b < batchSize; b++) {
+      const seq = sampler.globalSequence(sequencePosition(stepIndex, dims.dp, batchSize, dpIndex, b));
+      const shard = shardSequence(dims, ctx.rank, seq.tokens, seq.labels);
+      lossSum += model.forward(shard.tokens, shard.positions, shard.labels, 1 / validLabels);
+      model.backward();
+    }
+    world.allReduce(params.grads.data);
+    const loss = allSumF64(world, lossSum) / validLabels;
+    const gradNorm = clipGradNorm(kernels, params.grads, maxNorm);
+    const lr = schedule.lr(step);
+    if (Number.isFinite(gradNorm)) optimizer.update(lr);
+    losses.push(loss);
+
+    if (step === args.stopAt || (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every === 0)) {
+      if (ctx.rank === 0) {
+        const state: TrainerState = {
+          format: 1,
+          step,
+          dataPosition: sequencePosition(step, dims.dp, batchSize, 0, 0),
+          seed: cfg.train.seed,
+          model: cfg.model,
+          tokenizer: args.tokenizer,
+          seqLen: cfg.train.seqLen,
+          layout: dims.toString(),
+          rngState: cfg.train.seed,
+        };
+        checkpoint = saveCheckpoint(cfg.checkpoint.dir, state, params, optimizer.exportState(), cfg.checkpoint.keep);
+        ctx.report({ kind: 'checkpoint', step, path: checkpoint } satisfies CheckpointReport);
+      }
+      world.barrier();
+    }
+    const report: RankStepReport = {
+      kind: 'step',
+      step,
+      loss,
+      lr,
+      gradNorm,
+      stepMs: performance.now() - t0,
+      peakBytes: ctx.arena.stats().peakBytes,
+      commWaitMs: totalWaitMs(ctx) - waitBefore,
+    };
+    ctx.report(report);
+  }
+  return checkpoint === undefined ? { losses } : { losses, checkpoint };
+}
+
+function totalWaitMs(ctx: RankContext): number {
+  let ms = 0;
+  for (const c of Object.values(ctx.counters())) ms += c.waitMs;
+  return ms;
+}
+

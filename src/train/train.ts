@@ -1,0 +1,114 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { launchRanks } from '../comm/threads/launch.js';
+import { buildTokenStream, SequenceSampler } from '../data/packing.js';
+import { loadDocuments } from '../data/sources.js';
+import { createTokenizer } from '../data/tokenizer.js';
+import { ConfigError } from '../errors.js';
+import { modelFlops } from '../model/flops.js';
+import { validateModelConfig } from '../model/config.js';
+import { ParallelDims, validateLayout } from '../parallel/dims.js';
+import { checkResumable, readTrainerState, resolveCheckpoint } from './checkpoint.js';
+import { configToToml, type Config } from './config.js';
+import { TrainLogger } from './logger.js';
+import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
+import type { CheckpointReport, RankTrainArgs, RankTrainResult } from './rank.js';
+
+export interface TrainOptions {
+  /** Resume from this checkpoint folder, or the newest checkpoint inside it. */
+  resume?: string;
+  /** Stop after this step (writing a checkpoint there) instead of config.train.steps. */
+  stopAt?: number;
+  /** Where progress lines go (default: stderr). */
+  out?: (line: string) => void;
+}
+
+export interface TrainResult {
+  /** Metrics of every step this run took. */
+  steps: StepMetrics[];
+  /** Last checkpoint written. */
+  checkpoint?: string;
+  wallSeconds: number;
+}
+
+/**
+ * Train as the config says: validate everything and prepare the data on the main thread, then
+ * run one worker per rank (comm/threads) and log each step's combined metrics.
+ * @throws ConfigError for any invalid setting, before any rank starts; RankFailedError when a
+ * rank fails (the others are stopped).
+ */
+export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainResult> {
+  const started = performance.now();
+  const dims = new ParallelDims(cfg.parallel);
+  validateModelConfig(cfg.model);
+  validateLayout(dims, { heads: cfg.model.heads, kvHeads: cfg.model.kvHeads, seqLen: cfg.train.seqLen });
+  const stopAt = opts.stopAt ?? cfg.train.steps;
+  if (!Number.isInteger(stopAt) || stopAt < 1 || stopAt > cfg.train.steps) {
+    throw new ConfigError(`--stop-at ${stopAt} is invalid: it must be an integer in [1, train.steps = ${cfg.train.steps}]`);
+  }
+  const tokenizer = createTokenizer(cfg.data.tokenizer);
+  const resumeFrom = opts.resume === undefined ? undefined : resolveCheckpoint(opts.resume);
+  let firstStep = 0;
+  if (resumeFrom !== undefined) {
+    const state = readTrainerState(resumeFrom);
+    checkResumable(state, cfg.model, tokenizer.name, cfg.train.seqLen, resumeFrom);
+    if (state.step >= stopAt) throw new ConfigError(`--resume: checkpoint ${resumeFrom} is at step ${state.step}, already at or past the last step ${stopAt}; raise train.steps to continue`);
+    firstStep = state.step;
+  }
+
+  const docs = loadDocuments(cfg.data);
+  const tokens = buildTokenStream(docs, tokenizer);
+  const stream = new Int32Array(new SharedArrayBuffer(tokens.byteLength));
+  stream.set(tokens);
+  const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed);
+
+  const logger = new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out);
+  mkdirSync(cfg.log.dir, { recursive: true });
+  writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(cfg));
+  const peak = peakFlopsPerRank(cfg.log.peakGflopsPerRank);
+  const sequencesPerStep = dims.dp * cfg.train.batchSize;
+  const tokensPerStep = sequencesPerStep * cfg.train.seqLen;
+  const flopsPerStep = 3 * sequencesPerStep * modelFlops(cfg.model, cfg.train.seqLen, cfg.train.causal);
+  logger.info(
+    `loongtrain: ${dims.world} rank${dims.world === 1 ? '' : 's'} (${dims}), kernels ${cfg.train.kernels}, ${docs.length} documents, ` +
+      `${stream.length} ${tokenizer.name} tokens (${sampler.count} sequences of ${cfg.train.seqLen}), steps ${firstStep + 1}–${stopAt}` +
+      (resumeFrom !== undefined ? `, resuming from ${resumeFrom}` : '') +
+      `; peak ${(peak.flops / 1e9).toFixed(1)} GFLOP/s per rank (${peak.source})`,
+  );
+
+  const pending = new Map<number, RankStepReport[]>();
+  const steps: StepMetrics[] = [];
+  const onReport = (_rank: number, msg: unknown): void => {
+    const m = msg as RankStepReport | CheckpointReport;
+    if (m.kind === 'checkpoint') {
+      logger.info(`checkpoint: step ${m.step} saved to ${m.path}`);
+      return;
+    }
+    const list = pending.get(m.step) ?? [];
+    list[_rank] = m;
+    pending.set(m.step, list);
+    if (list.filter((r) => r !== undefined).length === dims.world) {
+      pending.delete(m.step);
+      const metrics = combineStep(list, tokensPerStep, flopsPerStep, peak.flops);
+      steps.push(metrics);
+      logger.step(metrics);
+    }
+  };
+  const args: RankTrainArgs = { config: cfg, tokenizer: tokenizer.name, stream, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
+  let results: RankTrainResult[];
+  try {
+    results = (await launchRanks({
+      world: dims.world,
+      entry: new URL('./rank.js', import.meta.url).href,
+      args,
+      timeoutMs: cfg.train.commTimeoutMs,
+      arenaBytes: cfg.train.arenaMiB * 2 ** 20,
+      onReport,
+    })) as RankTrainResult[];
+  } finally {
+    logger.close();
+  }
+  const wallSeconds = (performance.now() - started) / 1000;
+  const checkpoint = results[0]?.checkpoint;
+  return checkpoint === undefined ? { steps, wallSeconds } : { steps, checkpoint, wallSeconds };
+}

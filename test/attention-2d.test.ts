@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import { hopPlan, hopScorePairs, plainRingSources, ringPlans } from '../src/attention/ring.js';
+import { launchRanks } from '../src/comm/threads/launch.js';
+import type { Placement } from '../src/parallel/dims.js';
+import type { Attention2dArgs, Attention2dResult } from './fixtures/attention-2d.js';
+import { makeInputs, refBackward, refForward, relError } from './helpers/attention-ref.js';
+
+const ENTRY = fileURLToPath(new URL('./fixtures/attention-2d.js', import.meta.url));
+const TOL = 1e-5;
+
+interface Layout {
+  hp: number;
+  cp: number;
+  placement: Placement;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  seq: number;
+  causal: boolean;
+}
+
+function launch(l: Layout, mode: Attention2dArgs['mode'] = 'exact'): Promise<unknown[]> {
+  const args: Attention2dArgs = { ...l, seed: 1000 + l.seq + 7 * l.hp + l.kvHeads, mode };
+  return launchRanks({ world: l.hp * l.cp, entry: ENTRY, args, timeoutMs: 10_000, arenaBytes: 8 << 20 });
+}
+
+function assertClose(name: string, got: ArrayLike<number>, want: ArrayLike<number>): void {
+  for (let i = 0; i < got.length; i++) assert.ok(!Number.isNaN(got[i]!), `${name}[${i}] is NaN`);
+  const e = relError(got, want);
+  assert.ok(e <= TOL, `${name}: relative error ${e} > ${TOL}`);
+}
+
+/** Put each rank's rows back at their global token positions; every token exactly once. */
+function gather(results: Attention2dResult[], pick: (r: Attention2dResult) => Float32Array, seq: number, rowLen: number): Float64Array {
+  const full = new Float64Array(seq * rowLen);
+  const seen = new Array<number>(seq).fill(0);
+  for (const r of results) {
+    const x = pick(r);
+    r.indices.forEach((g, i) => {
+      seen[g]! += 1;
+      full.set(x.subarray(i * rowLen, (i + 1) * rowLen), g * rowLen);
+    });
+  }
+  assert.deepEqual(seen, new Array<number>(seq).fill(1), 'every token is held by exactly one rank');
+  return full;
+}
+
+/** Global lse [S, H] from the head-split [2c, H/hp] pieces: rank (h, c) holds chunks c, 2cp−1−c and head group h. */
+function gatherLse(results: Attention2dResult[], l: Layout): Float64Array {
+  const full = new Float64Array(l.seq * l.heads).fill(NaN);
+  const chunk = l.seq / (2 * l.cp);
+  const hl = l.heads / l.hp;
+  for (const r of results) {
+    for (let i = 0; i < 2 * chunk; i++) {
+      const g = i < chunk ? r.c * chunk + i : (2 * l.cp - 1 - r.c) * chunk + (i - chunk);
+      for (let j = 0; j < hl; j++) full[g * l.heads + r.h * hl + j] = r.lse[i * hl + j]!;
+    }
+  }
+  return full;
+}
+
+async function checkExact(l: Layout): Promise<void> {
+  const results = (await launch(l)) as Attention2dResult[];
+  const dims = { sq: l.seq, sk: l.seq, heads: l.heads, kvHeads: l.kvHeads, d: l.headDim, causal: l.causal };
+  const inputs = makeInputs(1000 + l.seq + 7 * l.hp + l.kvHeads, l.seq, l.heads, l.kvHeads, l.headDim);
+  const ref = refForward(inputs.q, inputs.k, inputs.v, dims);
+  const grads = refBackward(inputs.q, inputs.k, inputs.v, inputs.dO, dims);
+  const qRow = l.heads * l.headDim;
+  const kvRow = l.kvHeads * l.headDim;
+  assertClose('out', gather(results, (r) => r.out, l.seq, qRow), ref.out);
+  assertClose('lse', gatherLse(results, l), ref.lse);
+  assertClose('dq', gather(results, (r) => r.dq, l.seq, qRow), grads.dq);
+  assertClose('dk', gather(results, (r) => r.dk, l.seq, kvRow), grads.dk);
+  assertClose('dv', gather(results, (r) => r.dv, l.seq, kvRow), grads.dv);
+
+  // Communication volume (algorithms.md §6), bytes of f32.
+  const t = l.seq / (l.hp * l.cp);
+  const kvRep = Math.max(l.kvHeads, l.hp);
+  const a2aBytes = ((l.hp - 1) / l.hp) * t * l.headDim * (2 * l.heads + 2 * kvRep) * 4;
+  const kvMsgBytes = 2 * (l.seq / l.cp) * (kvRep / l.hp) * l.headDim * 4;
+  const ringFwd = l.cp - 1;
+  const ringBwd = l.cp === 1 ? 0 : 2 * l.cp - 1;
+  for (const r of results) {
+    assert.equal(r.forward.hp.bytesSent, a2aBytes, `rank ${r.rank}: forward all-to-all bytes`);
+    assert.equal(r.backward.hp.bytesSent, a2aBytes, `rank ${r.rank}: backward all-to-all bytes`);
+    assert.equal(r.forward.cp.messagesSent, ringFwd, `rank ${r.rank}: forward ring messages`);
+    assert.equal(r.forward.cp.bytesSent, ringFwd * kvMsgBytes, `rank ${r.rank}: forward ring bytes`);
+    assert.equal(r.backward.cp.messagesSent, ringBwd, `rank ${r.rank}: backward ring messages (cp − 1 K/V + cp dK/dV)`);
+    assert.equal(r.backward.cp.bytesSent, ringBwd * kvMsgBytes, `rank ${r.rank}: backward ring bytes`);
+    assert.equal(r.leakedBytes, 0, `rank ${r.rank}: every temporary and the saved state are freed`);
+  }
+}
+
+const base = { headDim: 4, seq: 32, causal: true };
+const LAYOUTS: Array<[string, Layout]> = [
+  ['hp=2 cp=2 head-first, causal MHA', { ...base, hp: 2, cp: 2, placement: 'head-first', heads: 4, kvHeads: 4 }],
+  ['hp=2 cp=2 context-first, causal GQA 4/2, d=6', { ...base, hp: 2, cp: 2, placement: 'context-first', heads: 4, kvHeads: 2, headDim: 6 }],
+  ['hp=2 cp=2 head-first, causal MQA (KV replicated ×2)', { ...base, hp: 2, cp: 2, placement: 'head-first', heads: 4, kvHeads: 1 }],
+  ['hp=2 cp=2 context-first, non-causal GQA 4/2', { ...base, hp: 2, cp: 2, placement: 'context-first', heads: 4, kvHeads: 2, causal: false }],
+  ['hp=4 cp=1 head-first, causal kvHeads=1 (KV replicated ×4)', { ...base, hp: 4, cp: 1, placement: 'head-first', heads: 4, kvHeads: 1 }],
+  ['hp=4 cp=1 context-first, causal GQA 8/2 (KV replicated ×2)', { ...base, hp: 4, cp: 1, placement: 'context-first', heads: 8, kvHeads: 2 }],
+  ['hp=1 cp=4 head-first, causal GQA 4/2', { ...base, hp: 1, cp: 4, placement: 'head-first', heads: 4, kvHeads: 2, headDim: 8 }],
+  ['hp=1 cp=4 context-first, causal MHA', { ...base, hp: 1, cp: 4, placement: 'context-first', heads: 2, kvHeads: 2 }],
+  ['F1: cp=2 non-causal seq=8, heads=1', { hp: 1, cp: 2, placement: 'head-first', heads: 1, kvHeads: 1, headDim: 4, seq: 8, causal: false }],
+  ['F2/F3/F14: cp=2 zigzag causal seq=16 (next = previous peer)', { hp: 1, cp: 2, placement: 'head-first', heads: 1, kvHeads: 1, headDim: 4, seq: 16, causal: true }],
+  ['F14: cp=3 causal ring', { hp: 1, cp: 3, placement: 'head-first', heads: 2, kvHeads: 1, headDim: 4, seq: 24, causal: true }],
+  ['F5: cp=2 non-causal seq=128, d=64', { hp: 1, cp: 2, placement: 'context-first', heads: 1, kvHeads: 1, headDim: 64, seq: 128, causal: false }],
+  ['F7: hp=4, heads=16, kvHeads=2, seq=64, d=8', { hp: 4, cp: 1, placement: 'head-first', heads: 16, kvHeads: 2, headDim: 8, seq: 64, causal: true }],
+];
+
+describe('2D-Attention (Ulysses × zigzag ring) against float64 single-device attention', () => {
+  for (const [label, layout] of LAYOUTS) {
+    it(`${label}: out, lse, dq, dk, dv, message counts, no leaks`, () => checkExact(layout));
+  }
+
+  it('F2: a backward whose hops differ from the forward\'s fails before any message', async () => {
+    const l: Layout = { hp: 1, cp: 2, placement: 'head-first', heads: 1, kvHeads: 1, headDim: 4, seq: 16, causal: true };
+    await assert.rejects(launch(l, 'tampered-plan'), /ring backward hop 1: plan \(source \d, .*no mask\) differs from the forward's \(source \d, .*causal\)/);
+    await assert.rejects(launch(l, 'other-mask'), /ring backward hop 0: plan \(.*no mask\) differs from the forward's \(.*causal\)/);
+  });
+});
+
+describe('zigzag ring block rules (algorithms.md §4)', () => {
+  it('every position computes 2c² + c score pairs at its own block and 2c² at every other step', () => {
+    for (const cp of [1, 2, 3, 4]) {
+      for (const c of [1, 2, 3]) {
+        let total = 0;
+        for (let r = 0; r < cp; r++) {
+          ringPlans(r, cp, 2 * c, true).forEach((plan, step) => {
+            const pairs = hopScorePairs(plan);
+            assert.equal(pairs, step === 0 ? 2 * c * c + c : 2 * c * c, `cp=${cp} c=${c} position ${r} step ${step}`);
+            total += pairs;
+          });
+        }
+        const s = 2 * c * cp;
+        assert.equal(total, (s * (s + 1)) / 2, `cp=${cp} c=${c}: the ring covers S(S+1)/2 pairs`);
+      }
+    }
+  });
+
+  it('the hops of all positions cover every causal (query, key) pair exactly once and nothing else', () => {
+    const cp = 4;
+    const c = 3;
+    const s = 2 * c * cp;
+    // Local row i of ring position p is global token zig(p, i): chunk p, then chunk 2cp − 1 − p.
+    const zig = (p: number, i: number) => (i < c ? p * c + i : (2 * cp - 1 - p) * c + i - c);
+    const count = new Int32Array(s * s);
+    for (let r = 0; r < cp; r++) {
+      for (const plan of ringPlans(r, cp, 2 * c, true)) {
+        for (let i = plan.queryStart; i < plan.queryEnd; i++) {
+          for (let j = plan.keyStart; j < plan.keyEnd; j++) {
+            if (plan.causal && j - plan.keyStart > i - plan.queryStart) continue;
+            count[zig(r, i) * s + zig(plan.source, j)]! += 1;
+          }
+        }
+      }
+    }
+    for (let qi = 0; qi < s; qi++) {
+      for (let kj = 0; kj < s; kj++) assert.equal(count[qi * s + kj], kj <= qi ? 1 : 0, `pair (query ${qi}, key ${kj})`);
+    }
+  });
+
+  it('plain ring sources, non-causal plans and bad positions', () => {
+    assert.deepEqual(plainRingSources(1, 4), [1, 0, 3, 2]);
+    const nc = hopPlan(0, 2, 4, 6, false);
+    assert.deepEqual([nc.queryStart, nc.queryEnd, nc.keyStart, nc.keyEnd, nc.causal], [0, 6, 0, 6, false]);
+    assert.throws(() => hopPlan(4, 0, 4, 6, true), /position 4 must be an integer ring position in \[0, 4\)/);
+    assert.throws(() => hopPlan(0, 1, 4, 5, true), /even number of local tokens/);
+  });
+});
