@@ -15,7 +15,7 @@ import { Arena } from '../src/tensor/arena.js';
 import { Rng } from '../src/tensor/rng.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { relError } from './helpers/attention-ref.js';
-import { type RefParams, refModelGrads, refModelLoss } from './helpers/model-ref.js';
+import { directionalDifference, type RefParams, refModelGrads, refModelLoss } from './helpers/model-ref.js';
 
 const BASE: ModelConfig = {
   vocabSize: 32, dim: 16, layers: 2, heads: 4, kvHeads: 2, ffnDim: 24,
@@ -125,13 +125,20 @@ describe('Transformer forward/backward', () => {
       model.params.grads.data.fill(0.25); // backward accumulates on top of what is there
       const loss = model.forward(tokens, positions, labels, gradScale);
       model.backward();
-      const refLoss = refModelLoss(config, ref, tokens, positions, labels);
+      const { loss: refLoss, grads: refGrads } = refModelGrads(config, ref, tokens, positions, labels, gradScale);
       assert.ok(Math.abs(loss - refLoss) <= 1e-5 * refLoss, `loss ${loss} vs float64 ${refLoss}`);
-      const refGrads = refModelGrads(config, ref, tokens, positions, labels, gradScale);
       for (const [name, want] of refGrads) {
         const got = Float64Array.from(model.params.grad(name).data, (g) => g - 0.25);
         const err = relError(got, want);
         assert.ok(err <= 1e-5, `${name}: gradient relative error ${err}`);
+        // The float64 reference's own backward against finite differences of its forward, along a random direction.
+        const u = Float64Array.from({ length: want.length }, () => rng.normal());
+        const unorm = Math.hypot(...u);
+        u.forEach((x, i) => (u[i] = x / unorm));
+        const fd = directionalDifference(() => gradScale * refModelLoss(config, ref, tokens, positions, labels), ref.get(name)!, u);
+        const analytic = want.reduce((s, g, i) => s + g * u[i]!, 0);
+        const gnorm = Math.hypot(...want);
+        assert.ok(Math.abs(fd - analytic) <= 1e-7 * gnorm, `${name}: reference ⟨grad, u⟩ ${analytic} vs finite difference ${fd} (‖grad‖ ${gnorm})`);
       }
     });
   }

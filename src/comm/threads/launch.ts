@@ -94,8 +94,8 @@ const WORKER_URL = new URL('./worker.js', import.meta.url);
  * mesh of MessageChannels and a shared doorbell (docs/comm.md).
  *
  * @returns each rank's return value, in rank order, once every rank has returned.
- * @throws ConfigError (synchronously rejected) for invalid options, naming the option, value and valid range.
- * @throws RankFailedError `rank R failed: <message>` when any rank throws, its worker fails to
+ * @throws (rejects with) ConfigError for invalid options, naming the option, value and valid range.
+ * @throws (rejects with) RankFailedError `rank R failed: <message>` when any rank throws, its worker fails to
  *   start or exits unexpectedly, or its arguments/result cannot be cloned; all other workers are
  *   terminated first (also those blocked in a receive), so the launch never hangs on them.
  *   Workers are always terminated before the promise settles.

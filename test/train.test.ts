@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { RankFailedError } from '../src/comm/threads/launch.js';
+import { ConfigError } from '../src/errors.js';
+import { loadConfig } from '../src/train/config.js';
+import { train } from '../src/train/train.js';
+
+const root = mkdtempSync(join(tmpdir(), 'loongtrain-train-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+let runs = 0;
+
+/** A small model on the Brown corpus; every run gets its own log and checkpoint folders. */
+function config(overrides: string[] = []) {
+  const dir = join(root, `run-${runs++}`);
+  return loadConfig(undefined, [
+    'model.dim=32', 'model.layers=2', 'model.heads=4', 'model.kvHeads=2', 'model.ffnDim=64',
+    'train.seqLen=64', 'train.steps=10', 'optim.warmupSteps=2', 'optim.lr=1e-2', 'optim.minLr=1e-3',
+    'log.progress=none', `log.dir=${dir}`, `checkpoint.dir=${join(dir, 'checkpoints')}`,
+    ...overrides,
+  ]);
+}
+
+async function losses(overrides: string[], opts: Parameters<typeof train>[1] = {}): Promise<number[]> {
+  return (await train(config(overrides), opts)).steps.map((s) => s.loss);
+}
+
+function assertClose(actual: number[], expected: number[], rel: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: number of steps`);
+  for (let i = 0; i < expected.length; i++) {
+    const err = Math.abs(actual[i]! - expected[i]!) / Math.abs(expected[i]!);
+    assert.ok(err <= rel, `${what}: step ${i + 1} loss ${actual[i]} vs one rank ${expected[i]} (relative error ${err.toExponential(2)} > ${rel})`);
+  }
+}
+
+describe('training matches one rank on every layout', () => {
+  let single: number[] = [];
+  it('one rank learns (loss drops over 10 steps)', async () => {
+    single = await losses([]);
+    assert.equal(single.length, 10);
+    assert.ok(single[9]! < single[0]! - 0.3, `loss ${single[0]} → ${single[9]} should drop`);
+  });
+  for (const layout of [
+    ['parallel.hp=2', 'parallel.cp=2'],
+    ['parallel.hp=4', 'parallel.cp=1'],
+    ['parallel.hp=1', 'parallel.cp=4'],
+    ['parallel.hp=2', 'parallel.cp=2', 'parallel.placement=context-first'],
+    ['parallel.hp=4', 'parallel.cp=1', 'model.kvHeads=1'],
+  ]) {
+    it(layout.join(' '), async () => {
+      const extra = layout.filter((s) => s.startsWith('model.'));
+      const reference = extra.length === 0 ? single : await losses(extra);
+      assertClose(await losses(layout), reference, 1e-4, layout.join(' '));
+    });
+  }
+  it('dp=2 × (hp=1, cp=2) equals one rank with two sequences per step', async () => {
+    const reference = await losses(['train.batchSize=2', 'train.steps=5']);
+    assertClose(await losses(['parallel.dp=2', 'parallel.cp=2', 'train.steps=5']), reference, 1e-4, 'dp=2');
+  });
+});
+
+describe('checkpoints and resume', () => {
+  it('a run stopped after step 3 and resumed gives exactly the losses of an uninterrupted run', async () => {
+    const full = await losses(['train.steps=6']);
+    const cfg = config(['train.steps=6']);
+    const first = await train(cfg, { stopAt: 3 });
+    assert.ok(first.checkpoint !== undefined && existsSync(join(first.checkpoint, 'model.safetensors')));
+    const second = await train(cfg, { resume: cfg.checkpoint.dir });
+    assert.deepEqual([...first.steps, ...second.steps].map((s) => s.loss), full);
+    assert.deepEqual(second.steps.map((s) => s.step), [4, 5, 6]);
+  });
+
+  it('a checkpoint saved under hp=2, cp=2 resumes on one rank, continuing the loss curve', async () => {
+    const full = await losses(['train.steps=6']);
+    const cfg = config(['train.steps=6', 'parallel.hp=2', 'parallel.cp=2']);
+    await train(cfg, { stopAt: 3 });
+    const resumed = await train({ ...cfg, parallel: { ...cfg.parallel, hp: 1, cp: 1 } }, { resume: cfg.checkpoint.dir });
+    assertClose(resumed.steps.map((s) => s.loss), full.slice(3), 1e-5, 'resumed on one rank');
+  });
+
+  it('resuming with a different model shape is refused, naming what differs', async () => {
+    const cfg = config(['train.steps=2']);
+    await train(cfg);
+    const other = config(['train.steps=4', 'model.dim=64', `checkpoint.dir=${cfg.checkpoint.dir}`]);
+    await assert.rejects(train(other, { resume: cfg.checkpoint.dir }), (e: Error) => e instanceof ConfigError && /model\.dim: checkpoint 32, config 64/.test(e.message));
+  });
+
+  it('--resume without a checkpoint says so', async () => {
+    const cfg = config();
+    await assert.rejects(train(cfg, { resume: cfg.checkpoint.dir }), (e: Error) => e instanceof ConfigError && /no checkpoint in/.test(e.message));
+  });
+});
+
+describe('invalid settings are rejected before any rank starts', () => {
+  const cases: [string, string[], RegExp][] = [
+    ['seq not divisible by 2·sp (F4, cp=4 seq=30)', ['parallel.cp=4', 'train.seqLen=30'], /seq must be divisible by 2·sp = 8; nearest valid lengths: 24 or 32/],
+    ['seq not divisible by 2·sp (F4, cp=2 seq=33)', ['parallel.cp=2', 'train.seqLen=33'], /seq must be divisible by 2·sp = 4; nearest valid lengths: 32 or 36/],
+    ['hp that splits the query→KV grouping (F8)', ['model.dim=48', 'model.heads=6', 'model.kvHeads=3', 'parallel.hp=2'], /parallel\.hp = 2 .*heads = 6.*kvHeads = 3.*valid hp values: 1, 3, 6/],
+    ['hp larger than heads', ['parallel.hp=8', 'train.seqLen=64'], /valid hp values: 1, 2, 4/],
+    ['an sp size without hp and cp (F15)', ['parallel.sp=8'], /unknown key parallel\.sp.*allowed keys of \[parallel\]: dp, hp, cp, placement, innerRingSize/],
+    ['innerRingSize not dividing cp', ['parallel.cp=4', 'parallel.innerRingSize=3'], /innerRingSize = 3 does not divide parallel\.cp = 4; valid values: 1, 2, 4/],
+    ['unknown placement', ['parallel.placement=heads-first'], /parallel\.placement = "heads-first" is invalid: use one of "head-first", "context-first"/],
+    ['zero cp', ['parallel.cp=0'], /parallel\.cp = 0 is invalid/],
+    ['kvHeads not dividing heads', ['model.kvHeads=3'], /kvHeads/],
+    ['odd headDim', ['model.dim=36', 'model.heads=4'], /headDim/],
+    ['unknown key', ['train.stepz=3'], /unknown key train\.stepz \(did you mean steps\?\)/],
+    ['wrong type', ['train.steps=many'], /train\.steps = "many" is invalid: expected an integer/],
+    ['unknown kernels', ['train.kernels=fast'], /train\.kernels = "fast" is invalid: use one of "reference", "wasm", "blas"/],
+  ];
+  for (const [name, overrides, pattern] of cases) {
+    it(name, () => {
+      assert.throws(() => config(overrides), (e: Error) => e instanceof ConfigError && pattern.test(e.message), `expected ${pattern}`);
+    });
+  }
+
+  it('a world size that is not dp·hp·cp is rejected by the grid itself, naming the sizes', async () => {
+    const { ParallelDims } = await import('../src/parallel/dims.js');
+    assert.throws(() => new ParallelDims({ dp: 1, hp: 2, cp: 2, placement: 'head-first' }, 8), /world size 8 ≠ dp·hp·cp = 1·2·2 = 4/);
+  });
+
+  it('a --stop-at past train.steps is refused before the data is read', async () => {
+    const cfg = config();
+    await assert.rejects(train(cfg, { stopAt: 11 }), (e: Error) => e instanceof ConfigError && /--stop-at 11 .*\[1, train\.steps = 10\]/.test(e.message));
+    assert.equal(existsSync(cfg.log.dir), false, 'nothing written');
+  });
+});
+
+describe('failures stop the job with the rank\'s error', () => {
+  it('an arena too small for the model fails every rank fast, naming the rank and the limit', async () => {
+    const cfg = config(['parallel.hp=2', 'model.dim=512', 'model.ffnDim=2048', 'model.heads=8', 'train.arenaMiB=4']);
+    await assert.rejects(train(cfg), (e: Error) => e instanceof RankFailedError && /rank \d failed: rank \d: tensor arena exhausted: requested \d+ bytes .* of 4194304 bytes/.test(e.message));
+  });
+});
+
+describe('the loongtrain command', () => {
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const run = promisify(execFile);
+  it('exits 2 with the config error on stderr', async () => {
+    await assert.rejects(run(process.execPath, [cli, 'train', '--set', 'parallel.hp=3']), (e: { code: number; stderr: string }) => {
+      assert.equal(e.code, 2);
+      assert.match(e.stderr, /loongtrain: .*parallel\.hp = 3/s);
+      return true;
+    });
+  });
+  it('trains and reports the loss drop', async () => {
+    const dir = join(root, 'cli');
+    const { stderr } = await run(process.execPath, [cli, 'train', '--set', 'train.steps=3', '--set', 'optim.warmupSteps=1', '--set', 'train.seqLen=32', '--set', 'model.dim=16',
+      '--set', 'log.progress=plain', '--set', `log.dir=${dir}`, '--set', `checkpoint.dir=${dir}/ck`]);
+    assert.match(stderr, /step 3 \| loss [\d.]+ \| lr/);
+    assert.match(stderr, /done: steps 1–3, loss [\d.]+ → [\d.]+ in [\d.]+ s; checkpoint .*step-00000003/);
+    assert.ok(existsSync(join(dir, 'metrics.jsonl')));
+  });
+});
