@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { getKernels, referenceKernels as K } from '../src/kernels/reference/index.js';
+import { referenceKernels as K } from '../src/kernels/reference/index.js';
+import { getKernels } from '../src/kernels/registry.js';
 import { ParallelDims } from '../src/parallel/dims.js';
 import { zigzagIndices } from '../src/parallel/sharding.js';
 import { Arena } from '../src/tensor/arena.js';

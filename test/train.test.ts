@@ -110,7 +110,7 @@ describe('invalid settings are rejected before any rank starts', () => {
     ['odd headDim', ['model.dim=36', 'model.heads=4'], /headDim/],
     ['unknown key', ['train.stepz=3'], /unknown key train\.stepz \(did you mean steps\?\)/],
     ['wrong type', ['train.steps=many'], /train\.steps = "many" is invalid: expected an integer/],
-    ['unknown kernels', ['train.kernels=fast'], /train\.kernels = "fast" is invalid: use one of "reference", "wasm", "blas"/],
+    ['unknown kernels', ['train.kernels=fast'], /train\.kernels = "fast" is invalid: use one of "reference"/],
   ];
   for (const [name, overrides, pattern] of cases) {
     it(name, () => {

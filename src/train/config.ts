@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { DATA_SOURCES } from '../data/sources.js';
 import { TOKENIZER_NAMES, TOKENIZER_VOCAB_SIZES } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
+import { KERNEL_NAMES } from '../kernels/registry.js';
 import { PLACEMENTS, ParallelDims, validateLayout } from '../parallel/dims.js';
 
 /**
@@ -12,7 +13,6 @@ import { PLACEMENTS, ParallelDims, validateLayout } from '../parallel/dims.js';
  * a valid config (the Brown corpus, byte tokenizer, one rank).
  */
 
-export const KERNEL_NAMES = ['reference', 'wasm', 'blas'] as const;
 export const PROGRESS_MODES = ['auto', 'bar', 'plain', 'none'] as const;
 
 const int = (min: number) => z.number().int().min(min);
@@ -66,7 +66,7 @@ const trainSchema = z.strictObject({
   // The arena is one WebAssembly.Memory: at most 4 GiB (DESIGN decision 2).
   arenaMiB: int(1).max(4096).default(512),
   commTimeoutMs: int(1).default(60000),
-  kernels: z.enum(KERNEL_NAMES).default('reference'),
+  kernels: z.enum(KERNEL_NAMES as [string, ...string[]]).default('reference'),
   causal: z.boolean().default(true),
 });
 

@@ -3,7 +3,7 @@ import type { ProcessGroup } from '../comm/process-group.js';
 import type { RankContext } from '../comm/threads/launch.js';
 import { SequenceSampler, sequencePosition } from '../data/packing.js';
 import { shardSequence } from '../data/shard.js';
-import { getKernels } from '../kernels/reference/index.js';
+import { getKernels } from '../kernels/registry.js';
 import { headDim } from '../model/config.js';
 import { countValidLabels, Transformer } from '../model/model.js';
 import { AdamW } from '../optim/adamw.js';

@@ -22,16 +22,3 @@ export const referenceKernels: Kernels = {
   scale: dense.scale,
   sumSquares: dense.sumSquares,
 };
-
-const BACKENDS: Readonly<Record<string, Kernels>> = { reference: referenceKernels };
-
-/**
- * The kernel backend called `name`.
- * @throws Error naming the unknown backend and the valid names.
- */
-export function getKernels(name: string): Kernels {
-  if (!Object.hasOwn(BACKENDS, name)) {
-    throw new Error(`unknown kernel backend ${JSON.stringify(name)}: valid names are ${Object.keys(BACKENDS).map((n) => `"${n}"`).join(', ')}`);
-  }
-  return BACKENDS[name]!;
-}
