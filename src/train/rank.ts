@@ -1,8 +1,9 @@
 import { TwoDAttention } from '../attention/two-d.js';
 import type { ProcessGroup } from '../comm/process-group.js';
 import type { RankContext } from '../comm/threads/launch.js';
-import { SequenceSampler, sequencePosition } from '../data/packing.js';
+import { type Sequence, SequenceSampler, sequencePosition } from '../data/packing.js';
 import { shardSequence } from '../data/shard.js';
+import type { Kernels } from '../kernels/kernels.js';
 import { getKernels } from '../kernels/registry.js';
 import { headDim } from '../model/config.js';
 import { countValidLabels, Transformer } from '../model/model.js';
@@ -54,6 +55,65 @@ function allSumF64(group: ProcessGroup, x: number): number {
   return sum;
 }
 
+/** What every rank builds before its first step: the grid, kernels, groups and the model with 2D-Attention. */
+export interface RankSetup {
+  dims: ParallelDims;
+  kernels: Kernels;
+  /** All ranks: gradients and losses are summed over every token shard of the global batch. */
+  world: ProcessGroup;
+  model: Transformer;
+}
+
+/**
+ * Build this rank's grid, groups and model (parameters initialised from train.seed).
+ * @throws ConfigError when the world size does not match the layout.
+ */
+export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
+  const dims = new ParallelDims(cfg.parallel, ctx.world);
+  const kernels = getKernels(cfg.train.kernels);
+  const hpGroup = ctx.newGroup('hp', dims.hpGroup(ctx.rank));
+  const cpGroup = ctx.newGroup('cp', dims.cpGroup(ctx.rank));
+  const world = ctx.newGroup('world', Array.from({ length: ctx.world }, (_, i) => i));
+  const attention = (): TwoDAttention =>
+    new TwoDAttention({
+      kernels,
+      hpGroup,
+      cpGroup,
+      heads: cfg.model.heads,
+      kvHeads: cfg.model.kvHeads,
+      headDim: headDim(cfg.model),
+      causal: cfg.train.causal,
+    });
+  const model = new Transformer(kernels, ctx.arena, cfg.model, attention, { seed: cfg.train.seed });
+  return { dims, kernels, world, model };
+}
+
+/**
+ * Forward and backward of this rank's share of a global batch, with the gradients summed over
+ * `world` (every token shard: dp × hp × cp). `batch` is the whole global batch in dp-major
+ * order (dp index d uses batch[d·B … d·B + B − 1], B = batch.length / dp). Returns the loss
+ * Σ token losses / Σ valid labels of the WHOLE batch (labels −1 are ignored), identical on
+ * every rank; the gradients are of that loss.
+ * @throws Error when the batch does not split evenly over dp or holds no valid label.
+ */
+export function forwardBackward(model: Transformer, dims: ParallelDims, rank: number, world: ProcessGroup, batch: readonly Sequence[]): number {
+  if (batch.length % dims.dp !== 0) throw new Error(`global batch of ${batch.length} sequences does not split over dp = ${dims.dp}`);
+  const perDp = batch.length / dims.dp;
+  let validLabels = 0;
+  for (const seq of batch) validLabels += countValidLabels(seq.labels);
+  if (validLabels === 0) throw new Error('the global batch has no valid label (all are −1); its loss is undefined');
+  const { block } = dims.coords(rank);
+  model.params.zeroGrads();
+  let lossSum = 0;
+  for (const seq of batch.slice(block * perDp, (block + 1) * perDp)) {
+    const shard = shardSequence(dims, rank, seq.tokens, seq.labels);
+    lossSum += model.forward(shard.tokens, shard.positions, shard.labels, 1 / validLabels);
+    model.backward();
+  }
+  world.allReduce(model.params.grads.data);
+  return allSumF64(world, lossSum) / validLabels;
+}
+
 /**
  * One rank's training loop (DESIGN.md "One rank's step"): data shard → model forward/backward
  * with 2D-Attention → gradients summed over every token shard of the global batch (the world
@@ -62,28 +122,7 @@ function allSumF64(group: ProcessGroup, x: number): number {
  */
 export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
   const cfg = args.config;
-  const dims = new ParallelDims(cfg.parallel, ctx.world);
-  const kernels = getKernels(cfg.train.kernels);
-  const { block: dpIndex } = dims.coords(ctx.rank);
-  const hpGroup = ctx.newGroup('hp', dims.hpGroup(ctx.rank));
-  const cpGroup = ctx.newGroup('cp', dims.cpGroup(ctx.rank));
-  const world = ctx.newGroup('world', Array.from({ length: ctx.world }, (_, i) => i));
-  const model = new Transformer(
-    kernels,
-    ctx.arena,
-    cfg.model,
-    () =>
-      new TwoDAttention({
-        kernels,
-        hpGroup,
-        cpGroup,
-        heads: cfg.model.heads,
-        kvHeads: cfg.model.kvHeads,
-        headDim: headDim(cfg.model),
-        causal: cfg.train.causal,
-      }),
-    { seed: cfg.train.seed },
-  );
+  const { dims, kernels, world, model } = buildRank(ctx, cfg);
   const { params } = model;
   const optimizer = new AdamW(kernels, ctx.arena, params.layout, params.params, params.grads, cfg.optim);
   const schedule = new WarmupCosineSchedule({ maxLr: cfg.optim.lr, minLr: cfg.optim.minLr, warmupSteps: cfg.optim.warmupSteps, totalSteps: cfg.train.steps });
@@ -104,21 +143,11 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
     const t0 = performance.now();
     ctx.arena.resetPeak();
     const waitBefore = totalWaitMs(ctx);
-    const stepIndex = step - 1;
-    let validLabels = 0;
+    const batch: Sequence[] = [];
     for (let d = 0; d < dims.dp; d++) {
-      for (let b = 0; b < batchSize; b++) validLabels += countValidLabels(sampler.globalSequence(sequencePosition(stepIndex, dims.dp, batchSize, d, b)).labels);
+      for (let b = 0; b < batchSize; b++) batch.push(sampler.globalSequence(sequencePosition(step - 1, dims.dp, batchSize, d, b)));
     }
-    params.zeroGrads();
-    let lossSum = 0;
-    for (let b = 0; b < batchSize; b++) {
-      const seq = sampler.globalSequence(sequencePosition(stepIndex, dims.dp, batchSize, dpIndex, b));
-      const shard = shardSequence(dims, ctx.rank, seq.tokens, seq.labels);
-      lossSum += model.forward(shard.tokens, shard.positions, shard.labels, 1 / validLabels);
-      model.backward();
-    }
-    world.allReduce(params.grads.data);
-    const loss = allSumF64(world, lossSum) / validLabels;
+    const loss = forwardBackward(model, dims, ctx.rank, world, batch);
     const gradNorm = clipGradNorm(kernels, params.grads, maxNorm);
     const lr = schedule.lr(step);
     if (Number.isFinite(gradNorm)) optimizer.update(lr);
