@@ -52,13 +52,9 @@ describe('defaults and files', () => {
     const cfg = loadConfig(join(ROOT, 'configs/demo.toml'), []);
     assert.deepEqual(cfg.parallel, { dp: 1, hp: 2, cp: 2, placement: 'head-first' });
     assert.deepEqual(cfg.data, { source: 'brown', tokenizer: 'byte' });
-    assert.deepEqual(
-      [cfg.model.dim, cfg.model.layers, cfg.model.heads, cfg.model.kvHeads, cfg.model.ffnDim, cfg.model.vocabSize],
-      [64, 2, 4, 2, 176, 257],
-    );
-    assert.deepEqual([cfg.train.seqLen, cfg.train.batchSize, cfg.train.steps], [256, 1, 300]);
-    assert.deepEqual([cfg.optim.lr, cfg.optim.warmupSteps], [3e-3, 20]);
-    assert.deepEqual(cfg.checkpoint, { dir: 'runs/demo/checkpoints', every: 100, keep: 2 });
+    assert.equal(cfg.model.vocabSize, 257, 'vocabulary from the byte tokenizer');
+    assert.equal(cfg.train.seqLen % (2 * cfg.parallel.hp * cfg.parallel.cp), 0, 'seqLen shards over sp = 4');
+    assert.equal(cfg.checkpoint.dir, 'runs/demo/checkpoints');
     assert.equal(cfg.log.dir, 'runs/demo');
   });
 

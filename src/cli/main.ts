@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { RankFailedError } from '../comm/threads/launch.js';
 import { ConfigError } from '../errors.js';
 import { loadConfig } from '../train/config.js';
+import { benchLayouts, DEFAULT_LAYOUTS, formatBenchTable } from '../train/bench.js';
 import { train } from '../train/train.js';
 
 const program = new Command();
@@ -28,6 +29,25 @@ program
           `; metrics in ${cfg.log.dir}/metrics.jsonl\n`,
       );
     }
+  });
+
+program
+  .command('bench')
+  .description('benchmark training steps of a config under each layout (1 rank, Ulysses, ring, 2D); JSON on stdout, a table on stderr')
+  .argument('[suite]', 'what to benchmark: layouts', 'layouts')
+  .option('-c, --config <file>', 'TOML config file (default: built-in defaults)')
+  .option('-s, --set <key=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--steps <n>', 'steps per layout', (v: string) => Number(v), 8)
+  .option('--warmup <n>', 'leading steps left out of the medians', (v: string) => Number(v), 2)
+  .action(async (suite: string, opts: { config?: string; set: string[]; steps: number; warmup: number }) => {
+    if (suite !== 'layouts') throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown: use "layouts"`);
+    if (!Number.isInteger(opts.steps) || !Number.isInteger(opts.warmup) || opts.warmup < 0 || opts.steps <= opts.warmup) {
+      throw new ConfigError(`--steps ${opts.steps} and --warmup ${opts.warmup} are invalid: use integers with 0 ≤ warmup < steps`);
+    }
+    const cfg = loadConfig(opts.config, opts.set);
+    const report = await benchLayouts(cfg, DEFAULT_LAYOUTS, opts.steps, opts.warmup);
+    process.stderr.write(formatBenchTable(report) + '\n');
+    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   });
 
 try {

@@ -1,0 +1,127 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { ParallelDims } from '../parallel/dims.js';
+import type { Config } from './config.js';
+import { train } from './train.js';
+
+/** A parallel layout to benchmark, by name. */
+export interface BenchLayout {
+  name: string;
+  dp: number;
+  hp: number;
+  cp: number;
+  placement: 'head-first' | 'context-first';
+}
+
+/**
+ * The default comparison at sp = 4: one rank, DeepSpeed-Ulysses (hp = sp), Megatron-style
+ * zigzag context parallelism (cp = sp), and 2D-Attention hp = 2 × cp = 2 in both placements.
+ */
+export const DEFAULT_LAYOUTS: readonly BenchLayout[] = [
+  { name: 'single', dp: 1, hp: 1, cp: 1, placement: 'head-first' },
+  { name: 'ulysses-sp4', dp: 1, hp: 4, cp: 1, placement: 'head-first' },
+  { name: 'ring-sp4', dp: 1, hp: 1, cp: 4, placement: 'head-first' },
+  { name: '2d-hp2-cp2-head-first', dp: 1, hp: 2, cp: 2, placement: 'head-first' },
+  { name: '2d-hp2-cp2-context-first', dp: 1, hp: 2, cp: 2, placement: 'context-first' },
+];
+
+export interface LayoutResult {
+  layout: string;
+  ranks: number;
+  steps: number;
+  /** Medians over the measured steps (the first `warmup` steps are dropped). */
+  median: { stepMs: number; tokensPerSec: number; tgs: number; mfu: number; commWaitShare: number; peakBytesPerRank: number };
+  /** Median step time relative to the first layout of the run. */
+  stepTimeRatio: number;
+}
+
+export interface BenchReport {
+  suite: 'layouts';
+  machine: { cpu: string; cores: number; memoryGiB: number; node: string; platform: string };
+  model: Config['model'];
+  seqLen: number;
+  kernels: string;
+  results: LayoutResult[];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * Train `steps` steps of `cfg` under each layout and report medians of the steps after the
+ * first `warmup` (step time, tokens/s, TGS, MFU, share of step time spent waiting on
+ * communication, peak arena bytes per rank). Layouts that do not fit the model or seqLen are
+ * rejected by the usual config checks. Ratios are within this one run, on this machine.
+ */
+export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[], steps: number, warmup: number): Promise<BenchReport> {
+  const scratch = mkdtempSync(join(os.tmpdir(), 'loongtrain-bench-'));
+  const results: LayoutResult[] = [];
+  try {
+    for (const layout of layouts) {
+      const parallel = { dp: layout.dp, hp: layout.hp, cp: layout.cp, placement: layout.placement };
+      const dims = new ParallelDims(parallel);
+      const run = await train({
+        ...cfg,
+        parallel,
+        train: { ...cfg.train, steps, batchSize: cfg.train.batchSize },
+        optim: { ...cfg.optim, warmupSteps: Math.min(cfg.optim.warmupSteps, steps) },
+        checkpoint: { ...cfg.checkpoint, dir: join(scratch, layout.name, 'checkpoints'), every: 0 },
+        log: { ...cfg.log, dir: join(scratch, layout.name), progress: 'none' },
+      });
+      const measured = run.steps.slice(warmup);
+      const stepMs = median(measured.map((s) => s.stepMs));
+      results.push({
+        layout: layout.name,
+        ranks: dims.world,
+        steps: measured.length,
+        median: {
+          stepMs,
+          tokensPerSec: median(measured.map((s) => s.tokensPerSec)),
+          tgs: median(measured.map((s) => s.tgs)),
+          mfu: median(measured.map((s) => s.mfu)),
+          commWaitShare: median(measured.map((s) => Math.max(...s.commWaitMs) / s.stepMs)),
+          peakBytesPerRank: median(measured.map((s) => Math.max(...s.peakBytes))),
+        },
+        stepTimeRatio: results.length === 0 ? 1 : stepMs / results[0]!.median.stepMs,
+      });
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+  const cpus = os.cpus();
+  return {
+    suite: 'layouts',
+    machine: { cpu: cpus[0]?.model ?? 'unknown', cores: cpus.length, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, platform: `${os.platform()} ${os.arch()}` },
+    model: cfg.model,
+    seqLen: cfg.train.seqLen,
+    kernels: cfg.train.kernels,
+    results,
+  };
+}
+
+/** A fixed-width table of a report, for people. */
+export function formatBenchTable(report: BenchReport): string {
+  const head = ['layout', 'ranks', 'step ms', 'ratio', 'tok/s', 'TGS', 'MFU %', 'comm wait %', 'peak MiB/rank'];
+  const rows = report.results.map((r) => [
+    r.layout,
+    String(r.ranks),
+    r.median.stepMs.toFixed(1),
+    r.stepTimeRatio.toFixed(2),
+    r.median.tokensPerSec.toFixed(0),
+    r.median.tgs.toFixed(0),
+    (r.median.mfu * 100).toFixed(3),
+    (r.median.commWaitShare * 100).toFixed(1),
+    (r.median.peakBytesPerRank / 2 ** 20).toFixed(2),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
+  return [
+    `${report.machine.cpu}, ${report.machine.cores} cores, node ${report.machine.node}; seqLen ${report.seqLen}, kernels ${report.kernels}`,
+    line(head),
+    ...rows.map(line),
+  ].join('\n');
+}
