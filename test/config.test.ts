@@ -59,7 +59,7 @@ describe('defaults and files', () => {
   });
 
   test('configToToml round-trips the effective config', () => {
-    const cfg = loadConfig(join(ROOT, 'configs/demo.toml'), ['log.peakGflopsPerRank=12.5', 'parallel.innerRingSize=1']);
+    const cfg = loadConfig(join(ROOT, 'configs/demo.toml'), ['log.peakGflopsPerRank=12.5', 'parallel.innerRingSize=2']);
     assert.deepEqual(parseConfig(parseToml(configToToml(cfg))), cfg);
   });
 

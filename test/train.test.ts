@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { RankFailedError } from '../src/comm/threads/launch.js';
@@ -40,8 +40,10 @@ function assertClose(actual: number[], expected: number[], rel: number, what: st
 
 describe('training matches one rank on every layout', () => {
   let single: number[] = [];
-  it('one rank learns (loss drops over 10 steps)', async () => {
+  before(async () => {
     single = await losses([]);
+  });
+  it('one rank learns (loss drops over 10 steps)', () => {
     assert.equal(single.length, 10);
     assert.ok(single[9]! < single[0]! - 0.3, `loss ${single[0]} → ${single[9]} should drop`);
   });
@@ -90,6 +92,25 @@ describe('checkpoints and resume', () => {
     await assert.rejects(train(other, { resume: cfg.checkpoint.dir }), (e: Error) => e instanceof ConfigError && /model\.dim: checkpoint 32, config 64/.test(e.message));
   });
 
+  it('a resumed run must consume data at the same rate (dp × batchSize) and with the same seed', async () => {
+    const cfg = config(['train.steps=4']);
+    await train(cfg, { stopAt: 2 });
+    await assert.rejects(train({ ...cfg, train: { ...cfg.train, batchSize: 2 } }, { resume: cfg.checkpoint.dir }), (e: Error) =>
+      e instanceof ConfigError && /sequences per step \(parallel\.dp × train\.batchSize\): checkpoint 1, config 2/.test(e.message));
+    await assert.rejects(train({ ...cfg, train: { ...cfg.train, seed: 99 } }, { resume: cfg.checkpoint.dir }), (e: Error) =>
+      e instanceof ConfigError && /train\.seed: checkpoint 1234, config 99/.test(e.message));
+  });
+
+  it('a fresh run refuses a checkpoint folder holding an earlier run, and --overwrite replaces it', async () => {
+    const cfg = config(['train.steps=2']);
+    await train(cfg);
+    await assert.rejects(train(cfg), (e: Error) => e instanceof ConfigError && /already holds 1 checkpoint\(s\) of an earlier run \(newest: step 2\); continue that run with --resume/.test(e.message));
+    const again = await train({ ...cfg, train: { ...cfg.train, steps: 1 }, optim: { ...cfg.optim, warmupSteps: 1 } }, { overwrite: true });
+    assert.match(again.checkpoint ?? '', /step-00000001$/);
+    const { listCheckpoints } = await import('../src/train/checkpoint.js');
+    assert.deepEqual(listCheckpoints(cfg.checkpoint.dir).map((c) => c.step), [1]);
+  });
+
   it('--resume without a checkpoint says so', async () => {
     const cfg = config();
     await assert.rejects(train(cfg, { resume: cfg.checkpoint.dir }), (e: Error) => e instanceof ConfigError && /no checkpoint in/.test(e.message));
@@ -104,6 +125,7 @@ describe('invalid settings are rejected before any rank starts', () => {
     ['hp larger than heads', ['parallel.hp=8', 'train.seqLen=64'], /valid hp values: 1, 2, 4/],
     ['an sp size without hp and cp (F15)', ['parallel.sp=8'], /unknown key parallel\.sp.*allowed keys of \[parallel\]: dp, hp, cp, placement, innerRingSize/],
     ['innerRingSize not dividing cp', ['parallel.cp=4', 'parallel.innerRingSize=3'], /innerRingSize = 3 does not divide parallel\.cp = 4; valid values: 1, 2, 4/],
+    ['a double ring (not built yet) is not silently run as one ring', ['parallel.cp=4', 'parallel.innerRingSize=2'], /innerRingSize = 2 asks for Double-Ring-Attention, which this build does not have yet/],
     ['unknown placement', ['parallel.placement=heads-first'], /parallel\.placement = "heads-first" is invalid: use one of "head-first", "context-first"/],
     ['zero cp', ['parallel.cp=0'], /parallel\.cp = 0 is invalid/],
     ['kvHeads not dividing heads', ['model.kvHeads=3'], /kvHeads/],
@@ -123,6 +145,11 @@ describe('invalid settings are rejected before any rank starts', () => {
     assert.throws(() => new ParallelDims({ dp: 1, hp: 2, cp: 2, placement: 'head-first' }, 8), /world size 8 ≠ dp·hp·cp = 1·2·2 = 4/);
   });
 
+  it('an arena that cannot hold the model states is refused before launch, with a size that fits', async () => {
+    const cfg = config(['model.dim=512', 'model.ffnDim=2048', 'model.heads=8', 'train.arenaMiB=64']);
+    await assert.rejects(train(cfg), (e: Error) => e instanceof ConfigError && /train\.arenaMiB = 64 is too small: .* need [\d.]+ MiB per rank; use at least \d+/.test(e.message));
+  });
+
   it('a --stop-at past train.steps is refused before the data is read', async () => {
     const cfg = config();
     await assert.rejects(train(cfg, { stopAt: 11 }), (e: Error) => e instanceof ConfigError && /--stop-at 11 .*\[1, train\.steps = 10\]/.test(e.message));
@@ -131,9 +158,9 @@ describe('invalid settings are rejected before any rank starts', () => {
 });
 
 describe('failures stop the job with the rank\'s error', () => {
-  it('an arena too small for the model fails every rank fast, naming the rank and the limit', async () => {
-    const cfg = config(['parallel.hp=2', 'model.dim=512', 'model.ffnDim=2048', 'model.heads=8', 'train.arenaMiB=4']);
-    await assert.rejects(train(cfg), (e: Error) => e instanceof RankFailedError && /rank \d failed: rank \d: tensor arena exhausted: requested \d+ bytes .* of 4194304 bytes/.test(e.message));
+  it('an arena too small for the activations stops the job with the failing rank\'s error', async () => {
+    const cfg = config(['parallel.hp=2', 'train.seqLen=4096', 'train.arenaMiB=2']);
+    await assert.rejects(train(cfg), (e: Error) => e instanceof RankFailedError && /rank \d failed: rank \d: tensor arena exhausted: requested \d+ bytes .* of 2097152 bytes/.test(e.message));
   });
 });
 

@@ -43,6 +43,20 @@ export function expectShape(name: string, t: Tensor, rows: number, heads: number
   }
 }
 
+/**
+ * Check the inputs of an attention core: q [T, heads, headDim], k and v [T, kvHeads, headDim],
+ * with T taken from q. Returns T.
+ * @throws Error naming the first tensor whose shape differs, its shape and the expected shape.
+ */
+export function checkQkvShapes(shape: AttentionShape, q: Tensor, k: Tensor, v: Tensor): number {
+  const { heads, kvHeads, headDim } = shape;
+  const t = q.shape[0] ?? 0;
+  expectShape('q', q, t, heads, headDim);
+  expectShape('k', k, t, kvHeads, headDim);
+  expectShape('v', v, t, kvHeads, headDim);
+  return t;
+}
+
 /** Saved state of {@link LocalAttention}: the LSE of `saved.out`, [T, H]. */
 interface LocalState {
   lse: Tensor;
@@ -70,7 +84,7 @@ export class LocalAttention implements AttentionCore {
    * @throws Error on shapes that do not match the constructor's heads/kvHeads/headDim.
    */
   forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved {
-    const t = this.checkInputs(q, k, v);
+    const t = checkQkvShapes(this.shape, q, k, v);
     const { heads, headDim, causal } = this.shape;
     const out = Tensor.zeros(q.arena, [t, heads, headDim], 'activations');
     const lse = Tensor.zeros(q.arena, [t, heads], 'saved');
@@ -84,7 +98,7 @@ export class LocalAttention implements AttentionCore {
    * and the saved LSE: `saved` must not be used afterwards.
    */
   backward(saved: AttentionSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
-    const t = this.checkInputs(q, k, v);
+    const t = checkQkvShapes(this.shape, q, k, v);
     const { heads, kvHeads, headDim, causal } = this.shape;
     expectShape('dOut', dOut, t, heads, headDim);
     expectShape('dq', dq, t, heads, headDim);
@@ -94,14 +108,5 @@ export class LocalAttention implements AttentionCore {
     this.kernels.attentionBackward(q, k, v, saved.out, lse, dOut, dq, dk, dv, { causal, scale: this.scale });
     lse.free();
     saved.out.free();
-  }
-
-  private checkInputs(q: Tensor, k: Tensor, v: Tensor): number {
-    const { heads, kvHeads, headDim } = this.shape;
-    const t = q.shape[0] ?? 0;
-    expectShape('q', q, t, heads, headDim);
-    expectShape('k', k, t, kvHeads, headDim);
-    expectShape('v', v, t, kvHeads, headDim);
-    return t;
   }
 }

@@ -1,6 +1,6 @@
 import type { CommRequest, ProcessGroup } from '../comm/process-group.js';
 import { Tensor } from '../tensor/tensor.js';
-import { expectShape, type AttentionKernels, type AttentionShape, checkAttentionShape } from './local.js';
+import { checkAttentionShape, checkQkvShapes, expectShape, type AttentionKernels, type AttentionShape } from './local.js';
 
 /**
  * Ring attention over a context-parallel group (algorithms.md §4), in the head-split layout
@@ -59,6 +59,11 @@ export function plainRingSources(position: number, cp: number): number[] {
   return Array.from({ length: cp }, (_, i) => (position - i + cp) % cp);
 }
 
+/** The positions a plain ring at `position` sends to (next) and receives from (prev); equal when cp = 2. */
+function ringPeers(position: number, cp: number): { next: number; prev: number } {
+  return { next: (position + 1) % cp, prev: (position - 1 + cp) % cp };
+}
+
 /** The hop plans of a plain ring at `position`, in step order. */
 export function ringPlans(position: number, cp: number, tokens: number, causal: boolean): HopPlan[] {
   return plainRingSources(position, cp).map((s) => hopPlan(position, s, cp, tokens, causal));
@@ -110,7 +115,7 @@ export class RingAttention {
    */
   forward(q: Tensor, k: Tensor, v: Tensor): RingSaved {
     const { heads, headDim, causal } = this.shape;
-    const tokens = this.checkInputs(q, k, v);
+    const tokens = checkQkvShapes(this.shape, q, k, v);
     const arena = q.arena;
     const plans = ringPlans(this.group.rank, this.group.size, tokens, causal);
     const out = Tensor.zeros(arena, [tokens, heads, headDim], 'saved');
@@ -143,7 +148,7 @@ export class RingAttention {
    */
   backward(saved: RingSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
     const { heads, kvHeads, headDim, causal } = this.shape;
-    const tokens = this.checkInputs(q, k, v);
+    const tokens = checkQkvShapes(this.shape, q, k, v);
     expectShape('dOut', dOut, tokens, heads, headDim);
     expectShape('dq', dq, tokens, heads, headDim);
     expectShape('dk', dk, tokens, kvHeads, headDim);
@@ -152,8 +157,7 @@ export class RingAttention {
     checkSamePlans(saved.plans, plans);
     const { out, lse } = saved;
     const cp = this.group.size;
-    const next = (this.group.rank + 1) % cp;
-    const prev = (this.group.rank - 1 + cp) % cp;
+    const { next, prev } = ringPeers(this.group.rank, cp);
     // [2, 2c, Hkvl, d]: the accumulated dK and dV of the block currently held.
     let dkvCur = Tensor.zeros(q.arena, [2, tokens, kvHeads, headDim], 'comm');
     let dkvNext = Tensor.zeros(q.arena, [2, tokens, kvHeads, headDim], 'comm');
@@ -191,8 +195,7 @@ export class RingAttention {
     const { kvHeads, headDim } = this.shape;
     const tokens = k.shape[0]!;
     const cp = this.group.size;
-    const next = (this.group.rank + 1) % cp;
-    const prev = (this.group.rank - 1 + cp) % cp;
+    const { next, prev } = ringPeers(this.group.rank, cp);
     // One message per hop carries K and V together: [2, 2c, Hkvl, d].
     let kvCur = Tensor.zeros(k.arena, [2, tokens, kvHeads, headDim], 'comm');
     let kvNext = cp > 1 ? Tensor.zeros(k.arena, [2, tokens, kvHeads, headDim], 'comm') : undefined;
@@ -210,15 +213,6 @@ export class RingAttention {
     });
     kvCur.free();
     kvNext?.free();
-  }
-
-  private checkInputs(q: Tensor, k: Tensor, v: Tensor): number {
-    const { heads, kvHeads, headDim } = this.shape;
-    const tokens = q.shape[0] ?? 0;
-    expectShape('q', q, tokens, heads, headDim);
-    expectShape('k', k, tokens, kvHeads, headDim);
-    expectShape('v', v, tokens, kvHeads, headDim);
-    return tokens;
   }
 }
 

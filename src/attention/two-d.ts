@@ -2,7 +2,7 @@ import type { ProcessGroup } from '../comm/process-group.js';
 import type { MemoryCategory } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionCore, AttentionSaved } from './core.js';
-import { checkAttentionShape, expectShape, type AttentionKernels, type AttentionShape } from './local.js';
+import { checkAttentionShape, checkQkvShapes, expectShape, type AttentionKernels, type AttentionShape } from './local.js';
 import { RingAttention, type RingSaved } from './ring.js';
 import { gatherHeads, replicateKvHeads, replicatedKvHeads, scatterHeads, sumKvReplicas } from './ulysses.js';
 
@@ -61,7 +61,7 @@ export class TwoDAttention implements AttentionCore {
    * @throws Error on shapes that do not match the constructor's.
    */
   forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved {
-    const t = this.checkInputs(q, k, v);
+    const t = checkQkvShapes(this.shape, q, k, v);
     const qH = this.toHeads(q, 'saved');
     const kH = this.kvToHeads(k);
     const vH = this.kvToHeads(v);
@@ -78,7 +78,7 @@ export class TwoDAttention implements AttentionCore {
    * @throws Error on wrong shapes, or when the ring's hops differ from the forward's (F2).
    */
   backward(saved: AttentionSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
-    const t = this.checkInputs(q, k, v);
+    const t = checkQkvShapes(this.shape, q, k, v);
     const { heads, kvHeads, headDim } = this.shape;
     expectShape('dOut', dOut, t, heads, headDim);
     expectShape('dq', dq, t, heads, headDim);
@@ -137,14 +137,5 @@ export class TwoDAttention implements AttentionCore {
     gatherHeads(this.hpGroup, dH, dRep);
     sumKvReplicas(dRep, this.kvRep, dx);
     dRep.free();
-  }
-
-  private checkInputs(q: Tensor, k: Tensor, v: Tensor): number {
-    const { heads, kvHeads, headDim } = this.shape;
-    const t = q.shape[0] ?? 0;
-    expectShape('q', q, t, heads, headDim);
-    expectShape('k', k, t, kvHeads, headDim);
-    expectShape('v', v, t, kvHeads, headDim);
-    return t;
   }
 }

@@ -1,4 +1,5 @@
 import type { ProcessGroup } from '../comm/process-group.js';
+import { validHpValues } from '../parallel/dims.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /**
@@ -84,9 +85,8 @@ export function gatherHeads(group: ProcessGroup, y: Tensor, out: Tensor, accumul
  * @throws Error naming heads, kvHeads and hp when the split is not legal.
  */
 export function replicatedKvHeads(heads: number, kvHeads: number, hp: number): number {
-  const fits = (h: number): boolean => heads % h === 0 && (h <= kvHeads ? kvHeads % h === 0 : h % kvHeads === 0);
-  if (!fits(hp)) {
-    const valid = Array.from({ length: heads }, (_, i) => i + 1).filter(fits);
+  const valid = validHpValues(heads, kvHeads);
+  if (!valid.includes(hp)) {
     throw new Error(
       `attention: hp = ${hp} does not fit heads = ${heads} and kvHeads = ${kvHeads}: hp must divide heads, and divide kvHeads ` +
         `(or be a multiple of it when hp > kvHeads); valid hp values: ${valid.join(', ')}`,

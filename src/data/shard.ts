@@ -1,5 +1,4 @@
-import { ConfigError } from '../errors.js';
-import type { ParallelDims } from '../parallel/dims.js';
+import { checkSeqLen, type ParallelDims } from '../parallel/dims.js';
 import { rankTokenIndices, takeIndices } from '../parallel/sharding.js';
 
 /** The part of one sequence a rank holds. */
@@ -16,16 +15,13 @@ export interface SequenceShard {
  * Zigzag 2D shard of a whole sequence for `rank` (algorithms.md §2, via rankTokenIndices):
  * tokens, labels and positions are taken at the same indices, so labels must already be
  * shifted over the whole sequence (SequenceSampler does that).
- * @throws RangeError if tokens and labels differ in length; ConfigError naming train.seqLen
- * and 2·sp when the length is not a multiple of 2·sp.
+ * @throws RangeError if tokens and labels differ in length; ConfigError naming train.seqLen,
+ * 2·sp and the nearest valid lengths when the length is not a positive multiple of 2·sp (checkSeqLen).
  */
 export function shardSequence(dims: ParallelDims, rank: number, tokens: Int32Array, labels: Int32Array): SequenceShard {
   const seqLen = tokens.length;
   if (labels.length !== seqLen) throw new RangeError(`shardSequence: ${seqLen} tokens but ${labels.length} labels; they must have the same length`);
-  const unit = 2 * dims.sp;
-  if (seqLen === 0 || seqLen % unit !== 0) {
-    throw new ConfigError(`train.seqLen = ${seqLen} cannot be sharded over sp = ${dims.sp}: it must be a positive multiple of 2·sp = ${unit}`);
-  }
+  checkSeqLen(dims, seqLen);
   const positions = rankTokenIndices(dims, seqLen, rank);
   return { tokens: takeIndices(tokens, positions), labels: takeIndices(labels, positions), positions };
 }

@@ -1,4 +1,5 @@
 import { ConfigError } from '../errors.js';
+import { divisors } from '../parallel/dims.js';
 
 /** Shape and initialisation of a LLaMA-style decoder (docs/model.md). */
 export interface ModelConfig {
@@ -36,12 +37,6 @@ function positiveFinite(field: keyof ModelConfig, value: unknown): void {
   }
 }
 
-function divisorsOf(n: number): number[] {
-  const out: number[] = [];
-  for (let i = 1; i <= n; i++) if (n % i === 0) out.push(i);
-  return out;
-}
-
 /**
  * Check every field and return the config unchanged.
  * @throws ConfigError naming the field, its value and what would be valid: sizes must be positive
@@ -56,13 +51,13 @@ export function validateModelConfig(config: ModelConfig): ModelConfig {
   }
   const { dim, heads, kvHeads } = config;
   if (heads % kvHeads !== 0) {
-    throw new ConfigError(`model.kvHeads = ${kvHeads} does not divide model.heads = ${heads}; valid kvHeads: ${divisorsOf(heads).join(', ')}`);
+    throw new ConfigError(`model.kvHeads = ${kvHeads} does not divide model.heads = ${heads}; valid kvHeads: ${divisors(heads).join(', ')}`);
   }
   if (dim % heads !== 0) {
-    throw new ConfigError(`model.dim = ${dim} is not a multiple of model.heads = ${heads}; valid heads: ${divisorsOf(dim).join(', ')}`);
+    throw new ConfigError(`model.dim = ${dim} is not a multiple of model.heads = ${heads}; valid heads: ${divisors(dim).join(', ')}`);
   }
   if ((dim / heads) % 2 !== 0) {
-    const valid = divisorsOf(dim).filter((h) => (dim / h) % 2 === 0 && h % kvHeads === 0);
+    const valid = divisors(dim).filter((h) => (dim / h) % 2 === 0 && h % kvHeads === 0);
     throw new ConfigError(
       `headDim = model.dim / model.heads = ${dim}/${heads} = ${dim / heads} must be even for RoPE; heads that give an even headDim with kvHeads = ${kvHeads}: ${valid.join(', ') || 'none'}`,
     );

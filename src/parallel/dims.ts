@@ -26,10 +26,20 @@ function checkPositiveInt(field: string, value: unknown): number {
   return value;
 }
 
-function divisors(n: number): number[] {
+/** The positive divisors of a positive integer n, ascending (the valid choices listed in errors). */
+export function divisors(n: number): number[] {
   const out: number[] = [];
   for (let i = 1; i <= n; i++) if (n % i === 0) out.push(i);
   return out;
+}
+
+/**
+ * The hp values a model with `heads` query and `kvHeads` KV heads can be split over, ascending
+ * (algorithms.md §3): hp divides heads, and divides kvHeads when hp ≤ kvHeads or is a multiple of
+ * kvHeads when hp > kvHeads (KV heads are then replicated hp/kvHeads times).
+ */
+export function validHpValues(heads: number, kvHeads: number): number[] {
+  return divisors(heads).filter((hp) => (hp <= kvHeads ? kvHeads % hp === 0 : hp % kvHeads === 0));
 }
 
 /**
@@ -145,16 +155,26 @@ export interface LayoutShape {
 export function validateLayout(dims: ParallelDims, shape: LayoutShape): void {
   const { heads, kvHeads, seqLen } = shape;
   const hp = dims.hp;
-  const validHp = divisors(heads).filter((h) => (h <= kvHeads ? kvHeads % h === 0 : h % kvHeads === 0));
   if (heads % kvHeads !== 0) {
     throw new ConfigError(`model.heads = ${heads} is not a multiple of model.kvHeads = ${kvHeads}; kvHeads must divide heads (valid kvHeads: ${divisors(heads).join(', ')})`);
   }
-  if (heads % hp !== 0 || (hp <= kvHeads ? kvHeads % hp !== 0 : hp % kvHeads !== 0)) {
+  const validHp = validHpValues(heads, kvHeads);
+  if (!validHp.includes(hp)) {
     throw new ConfigError(
       `parallel.hp = ${hp} does not fit model.heads = ${heads} and model.kvHeads = ${kvHeads}: hp must divide heads, and divide kvHeads ` +
         `(or be a multiple of it when hp > kvHeads); valid hp values: ${validHp.join(', ')}`,
     );
   }
+  checkSeqLen(dims, seqLen);
+}
+
+/**
+ * Check that a sequence of `seqLen` tokens can be zigzag-sharded over the SP block
+ * (algorithms.md §2: 2·cp chunks, each pair cut into hp pieces, so S must be a positive
+ * multiple of 2·sp).
+ * @throws ConfigError naming train.seqLen, 2·sp and the nearest valid lengths.
+ */
+export function checkSeqLen(dims: ParallelDims, seqLen: number): void {
   const unit = 2 * dims.sp;
   if (!Number.isInteger(seqLen) || seqLen < unit || seqLen % unit !== 0) {
     const below = Math.floor(seqLen / unit) * unit;

@@ -4,7 +4,7 @@ import type { ParallelDims } from './dims.js';
  * Sequence indices held by rank (h, c) under zigzag 2D sharding (algorithms.md §2): the
  * sequence is cut into 2·cp chunks; context coordinate c owns chunks c and 2·cp − 1 − c, in
  * that order; that concatenation is cut into hp equal pieces and rank (h, c) holds piece h.
- * Returns S/sp ascending-within-piece indices. Requires seqLen divisible by 2·sp (see validateLayout).
+ * Returns S/sp ascending-within-piece indices. Requires seqLen divisible by 2·sp (see checkSeqLen).
  */
 export function zigzagIndices(dims: ParallelDims, seqLen: number, h: number, c: number): Int32Array {
   const chunk = seqLen / (2 * dims.cp);

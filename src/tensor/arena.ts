@@ -47,11 +47,11 @@ export class Arena {
   /**
    * @param bytes arena size in bytes, rounded up to whole 64 KiB pages; at most 4 GiB.
    * @param rank the owning rank, named in errors.
-   * @throws ArenaExhaustedError if `bytes` exceeds 4 GiB or is not positive.
+   * @throws RangeError naming the size and the valid range if `bytes` is not finite, not positive or above 4 GiB.
    */
   constructor(bytes: number, rank = 0) {
     if (!Number.isFinite(bytes) || bytes <= 0 || bytes > MAX_ARENA_BYTES) {
-      throw new ArenaExhaustedError(`rank ${rank}: arena size ${bytes} bytes is invalid; it must be in (0, ${MAX_ARENA_BYTES}] (4 GiB, the WebAssembly limit)`);
+      throw new RangeError(`rank ${rank}: arena size ${bytes} bytes is invalid; it must be a finite number in (0, ${MAX_ARENA_BYTES}] (4 GiB, the WebAssembly limit)`);
     }
     const pages = Math.ceil(bytes / WASM_PAGE);
     this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { ParallelDims } from '../parallel/dims.js';
+import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import type { Config } from './config.js';
 import { train } from './train.js';
 
@@ -58,6 +58,10 @@ function median(xs: number[]): number {
  * rejected by the usual config checks. Ratios are within this one run, on this machine.
  */
 export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[], steps: number, warmup: number): Promise<BenchReport> {
+  // Check every layout first, so a misfit is reported before minutes of earlier layouts run.
+  for (const l of layouts) {
+    validateLayout(new ParallelDims({ dp: l.dp, hp: l.hp, cp: l.cp, placement: l.placement }), { heads: cfg.model.heads, kvHeads: cfg.model.kvHeads, seqLen: cfg.train.seqLen });
+  }
   const scratch = mkdtempSync(join(os.tmpdir(), 'loongtrain-bench-'));
   const results: LayoutResult[] = [];
   try {

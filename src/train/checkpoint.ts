@@ -15,10 +15,15 @@ import { readSafetensors, writeSafetensors, type NamedTensor } from './safetenso
  */
 export interface TrainerState {
   format: 1;
-  /** Optimizer steps completed. */
+  /** Training steps completed. */
   step: number;
+  /** AdamW updates taken (fewer than `step` when a step with a non-finite gradient norm was skipped). */
+  optimizerStep: number;
   /** Sequences consumed so far (the data sampler's run position). */
   dataPosition: number;
+  /** Sequences per step, dp × batchSize: a resumed run must consume data at the same rate. */
+  sequencesPerStep: number;
+  causal: boolean;
   /** Seed of the run (initialisation and data order). */
   seed: number;
   model: ModelConfig;
@@ -60,6 +65,24 @@ export function resolveCheckpoint(target: string): string {
   return all[all.length - 1]!.path;
 }
 
+/**
+ * Before a fresh (not resumed) run: refuse a checkpoint folder that already holds checkpoints,
+ * since they would mix with this run's (pruning and --resume pick by step number), or, with
+ * `overwrite`, delete them.
+ * @throws ConfigError naming the folder, its newest step and the two ways on.
+ */
+export function prepareFreshCheckpointDir(dir: string, overwrite: boolean): void {
+  const existing = listCheckpoints(dir);
+  if (existing.length === 0) return;
+  if (!overwrite) {
+    throw new ConfigError(
+      `checkpoint.dir ${dir} already holds ${existing.length} checkpoint(s) of an earlier run (newest: step ${existing[existing.length - 1]!.step}); ` +
+        'continue that run with --resume, choose another checkpoint.dir, or pass --overwrite to delete them',
+    );
+  }
+  for (const c of existing) rmSync(c.path, { recursive: true, force: true });
+}
+
 /** Write a checkpoint of `params` and `optimizer` into `dir` and keep the newest `keep`. Returns its path. */
 export function saveCheckpoint(dir: string, state: TrainerState, params: ModelParams, optimizer: AdamWState, keep: number): string {
   mkdirSync(dir, { recursive: true });
@@ -93,23 +116,47 @@ export function readTrainerState(path: string): TrainerState {
   } catch (e) {
     throw new ConfigError(`checkpoint ${file} cannot be read: ${(e as Error).message}`);
   }
-  if (state.format !== 1 || !Number.isInteger(state.step) || !Number.isInteger(state.dataPosition)) {
-    throw new ConfigError(`checkpoint ${file} is not a LoongTrain.ts trainer state (format 1 with integer step and dataPosition)`);
+  const problems: string[] = [];
+  if (state.format !== 1) problems.push(`format ${String(state.format)} (expected 1)`);
+  for (const key of ['step', 'optimizerStep', 'dataPosition', 'sequencesPerStep', 'seed', 'seqLen'] as const) {
+    if (!Number.isInteger(state[key]) || state[key] < 0) problems.push(`${key} = ${String(state[key])} (expected an integer ≥ 0)`);
   }
+  if (typeof state.model !== 'object' || state.model === null) problems.push('model missing (expected the model config object)');
+  if (typeof state.tokenizer !== 'string') problems.push('tokenizer missing (expected a name)');
+  if (typeof state.causal !== 'boolean') problems.push('causal missing (expected true or false)');
+  if (problems.length > 0) throw new ConfigError(`checkpoint ${file} is not a LoongTrain.ts trainer state: ${problems.join('; ')}`);
   return state;
 }
 
+/** What a resumed run must share with the checkpoint (the parallel layout may differ). */
+export interface RunIdentity {
+  model: ModelConfig;
+  tokenizer: string;
+  seqLen: number;
+  seed: number;
+  sequencesPerStep: number;
+  causal: boolean;
+}
+
 /**
- * Refuse to resume a checkpoint whose model, tokenizer or sequence length differ from the run's.
+ * Refuse to resume a checkpoint whose model, tokenizer, sequence length, seed, causal mode or
+ * sequences per step (dp × batchSize) differ from the run's: each would change the data or the
+ * model the loss curve continues from.
  * @throws ConfigError listing every field that differs with both values.
  */
-export function checkResumable(state: TrainerState, model: ModelConfig, tokenizer: string, seqLen: number, path: string): void {
+export function checkResumable(state: TrainerState, run: RunIdentity, path: string): void {
+  const { model, tokenizer, seqLen } = run;
   const diffs: string[] = [];
   for (const key of Object.keys(model) as (keyof ModelConfig)[]) {
     if (state.model[key] !== model[key]) diffs.push(`model.${key}: checkpoint ${String(state.model[key])}, config ${String(model[key])}`);
   }
   if (state.tokenizer !== tokenizer) diffs.push(`data.tokenizer: checkpoint ${state.tokenizer}, config ${tokenizer}`);
   if (state.seqLen !== seqLen) diffs.push(`train.seqLen: checkpoint ${state.seqLen}, config ${seqLen}`);
+  if (state.seed !== run.seed) diffs.push(`train.seed: checkpoint ${state.seed}, config ${run.seed}`);
+  if (state.causal !== run.causal) diffs.push(`train.causal: checkpoint ${state.causal}, config ${run.causal}`);
+  if (state.sequencesPerStep !== run.sequencesPerStep) {
+    diffs.push(`sequences per step (parallel.dp × train.batchSize): checkpoint ${state.sequencesPerStep}, config ${run.sequencesPerStep}`);
+  }
   if (diffs.length > 0) throw new ConfigError(`cannot resume from ${path}: the run differs from the checkpoint in\n  ${diffs.join('\n  ')}`);
 }
 

@@ -203,6 +203,9 @@ function crossFieldProblems(cfg: ParsedConfig): string[] {
   if (model.dim % model.heads !== 0 || (model.dim / model.heads) % 2 !== 0) {
     out.push(`model.dim = ${model.dim} and model.heads = ${model.heads} give headDim = dim / heads = ${model.dim / model.heads}; it must be an even integer (RoPE rotates pairs)`);
   }
+  if (parallel.innerRingSize !== undefined && parallel.innerRingSize !== parallel.cp) {
+    out.push(`parallel.innerRingSize = ${parallel.innerRingSize} asks for Double-Ring-Attention, which this build does not have yet: omit it or set it to parallel.cp = ${parallel.cp}`);
+  }
   try {
     const dims = new ParallelDims(parallel);
     validateLayout(dims, { heads: model.heads, kvHeads: model.kvHeads, seqLen: train.seqLen });

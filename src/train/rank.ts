@@ -1,6 +1,6 @@
 import { TwoDAttention } from '../attention/two-d.js';
 import type { ProcessGroup } from '../comm/process-group.js';
-import type { RankContext } from '../comm/threads/launch.js';
+import type { RankContext } from '../comm/rank-context.js';
 import { type Sequence, SequenceSampler, sequencePosition } from '../data/packing.js';
 import { shardSequence } from '../data/shard.js';
 import type { Kernels } from '../kernels/kernels.js';
@@ -133,7 +133,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
   let startStep = 0;
   if (args.resumeFrom !== undefined) {
     const state = readTrainerState(args.resumeFrom);
-    optimizer.importState(loadCheckpoint(args.resumeFrom, params, state.step));
+    optimizer.importState(loadCheckpoint(args.resumeFrom, params, state.optimizerStep));
     startStep = state.step;
   }
 
@@ -158,7 +158,10 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
         const state: TrainerState = {
           format: 1,
           step,
+          optimizerStep: optimizer.step,
           dataPosition: sequencePosition(step, dims.dp, batchSize, 0, 0),
+          sequencesPerStep: dims.dp * batchSize,
+          causal: cfg.train.causal,
           seed: cfg.train.seed,
           model: cfg.model,
           tokenizer: args.tokenizer,

@@ -7,8 +7,9 @@ import { createTokenizer } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
 import { modelFlops } from '../model/flops.js';
 import { validateModelConfig } from '../model/config.js';
+import { paramLayout } from '../model/params.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
-import { checkResumable, readTrainerState, resolveCheckpoint } from './checkpoint.js';
+import { checkResumable, prepareFreshCheckpointDir, readTrainerState, resolveCheckpoint } from './checkpoint.js';
 import { configToToml, type Config } from './config.js';
 import { TrainLogger } from './logger.js';
 import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
@@ -17,6 +18,8 @@ import type { CheckpointReport, RankTrainArgs, RankTrainResult } from './rank.js
 export interface TrainOptions {
   /** Resume from this checkpoint folder, or the newest checkpoint inside it. */
   resume?: string;
+  /** On a fresh run, delete checkpoints already in checkpoint.dir instead of refusing to start. */
+  overwrite?: boolean;
   /** Stop after this step (writing a checkpoint there) instead of config.train.steps. */
   stopAt?: number;
   /** Where progress lines go (default: stderr). */
@@ -51,17 +54,20 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   let firstStep = 0;
   if (resumeFrom !== undefined) {
     const state = readTrainerState(resumeFrom);
-    checkResumable(state, cfg.model, tokenizer.name, cfg.train.seqLen, resumeFrom);
+    const sequencesPerStep = dims.dp * cfg.train.batchSize;
+    checkResumable(state, { model: cfg.model, tokenizer: tokenizer.name, seqLen: cfg.train.seqLen, seed: cfg.train.seed, sequencesPerStep, causal: cfg.train.causal }, resumeFrom);
     if (state.step >= stopAt) throw new ConfigError(`--resume: checkpoint ${resumeFrom} is at step ${state.step}, already at or past the last step ${stopAt}; raise train.steps to continue`);
     firstStep = state.step;
   }
 
+  checkArenaFitsModelStates(cfg);
   const docs = loadDocuments(cfg.data);
   const tokens = buildTokenStream(docs, tokenizer);
   const stream = new Int32Array(new SharedArrayBuffer(tokens.byteLength));
   stream.set(tokens);
   const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed);
 
+  if (resumeFrom === undefined) prepareFreshCheckpointDir(cfg.checkpoint.dir, opts.overwrite ?? false);
   const logger = new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out);
   mkdirSync(cfg.log.dir, { recursive: true });
   writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(cfg));
@@ -111,4 +117,20 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   const wallSeconds = (performance.now() - started) / 1000;
   const checkpoint = results[0]?.checkpoint;
   return checkpoint === undefined ? { steps, wallSeconds } : { steps, checkpoint, wallSeconds };
+}
+
+/**
+ * Every rank holds parameters, gradients and AdamW m and v in full (ZeRO stage 0): 16 bytes
+ * per element of the flat parameter layout. Refuse an arena that cannot even hold those.
+ * @throws ConfigError naming train.arenaMiB, the bytes needed and a size that fits.
+ */
+function checkArenaFitsModelStates(cfg: Config): void {
+  const bytes = 16 * paramLayout(cfg.model).flatSize;
+  const arenaBytes = cfg.train.arenaMiB * 2 ** 20;
+  if (bytes >= arenaBytes) {
+    throw new ConfigError(
+      `train.arenaMiB = ${cfg.train.arenaMiB} is too small: the model states alone (parameters, gradients, AdamW m and v) need ${(bytes / 2 ** 20).toFixed(1)} MiB per rank; ` +
+        `use at least ${Math.ceil((2 * bytes) / 2 ** 20)} (leaving room for activations) or a smaller model`,
+    );
+  }
 }
