@@ -36,18 +36,22 @@ export class TrainLogger {
         { format: 'step {value}/{total} [{bar}] loss {loss} | lr {lr} | {tps} tok/s | TGS {tgs} | MFU {mfu} | eta {eta_formatted}', hideCursor: true, stream: process.stderr },
         cliProgress.Presets.shades_classic,
       );
-      this.bar.start(lastStep, firstStep, { loss: '-', lr: '-', tps: '-', tgs: '-', mfu: '-' });
+      this.barTotal = lastStep;
+      this.barValue = firstStep;
     }
   }
 
   /** Print a line (above the bar when one is shown). */
   info(line: string): void {
     if (this.mode === 'none') return;
-    if (this.bar !== undefined) this.bar.stop();
+    if (this.barShown) this.bar!.stop();
     this.out(line);
-    if (this.bar !== undefined) this.bar.start(this.bar.getTotal(), this.barValue, this.lastPayload);
+    if (this.barShown) this.bar!.start(this.barTotal, this.barValue, this.lastPayload);
   }
 
+  // The bar appears with the first step, so lines printed before it are not interleaved with an empty bar.
+  private barShown = false;
+  private barTotal = 0;
   private barValue = 0;
   private lastPayload: Record<string, string> = {};
 
@@ -63,7 +67,9 @@ export class TrainLogger {
     if (this.bar !== undefined) {
       this.barValue = m.step;
       this.lastPayload = payload;
-      this.bar.update(m.step, payload);
+      if (this.barShown) this.bar.update(m.step, payload);
+      else this.bar.start(this.barTotal, m.step, payload);
+      this.barShown = true;
     } else if (this.mode === 'plain' && (m.step % this.every === 0 || m.step === 1)) {
       const peakMiB = Math.max(...m.peakBytes) / 2 ** 20;
       const wait = Math.max(...m.commWaitMs);
