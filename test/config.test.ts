@@ -36,7 +36,7 @@ describe('defaults and files', () => {
     assert.deepEqual(cfg, loadConfig(tomlFile('empty.toml', ''), []));
     assert.deepEqual(cfg.model, { vocabSize: 257, dim: 64, layers: 2, heads: 4, kvHeads: 2, ffnDim: 176, ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: true, initStd: 0.02 });
     assert.deepEqual(cfg.data, { source: 'brown', tokenizer: 'byte' });
-    assert.deepEqual(cfg.parallel, { dp: 1, hp: 1, cp: 1, placement: 'head-first' });
+    assert.deepEqual(cfg.parallel, { dp: 1, hp: 1, cp: 1, innerRingSize: 1, placement: 'head-first' });
     assert.deepEqual(cfg.optim, { lr: 3e-3, minLr: 3e-4, warmupSteps: 10, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
     assert.deepEqual(cfg.train, { steps: 100, seqLen: 256, batchSize: 1, seed: 1234, arenaMiB: 512, commTimeoutMs: 60000, kernels: 'reference', causal: true });
     assert.deepEqual(cfg.checkpoint, { dir: 'runs/checkpoints', every: 0, keep: 2 });
@@ -50,7 +50,7 @@ describe('defaults and files', () => {
 
   test('configs/demo.toml is the README demo', () => {
     const cfg = loadConfig(join(ROOT, 'configs/demo.toml'), []);
-    assert.deepEqual(cfg.parallel, { dp: 1, hp: 2, cp: 2, placement: 'head-first' });
+    assert.deepEqual(cfg.parallel, { dp: 1, hp: 2, cp: 2, innerRingSize: 2, placement: 'head-first' });
     assert.deepEqual(cfg.data, { source: 'brown', tokenizer: 'byte' });
     assert.equal(cfg.model.vocabSize, 257, 'vocabulary from the byte tokenizer');
     assert.equal(cfg.train.seqLen % (2 * cfg.parallel.hp * cfg.parallel.cp), 0, 'seqLen shards over sp = 4');

@@ -81,7 +81,7 @@ describe('checkpoints and resume', () => {
     const full = await losses(['train.steps=6']);
     const cfg = config(['train.steps=6', 'parallel.hp=2', 'parallel.cp=2']);
     await train(cfg, { stopAt: 3 });
-    const resumed = await train({ ...cfg, parallel: { ...cfg.parallel, hp: 1, cp: 1 } }, { resume: cfg.checkpoint.dir });
+    const resumed = await train({ ...cfg, parallel: { ...cfg.parallel, hp: 1, cp: 1, innerRingSize: 1 } }, { resume: cfg.checkpoint.dir });
     assertClose(resumed.steps.map((s) => s.loss), full.slice(3), 1e-5, 'resumed on one rank');
   });
 
@@ -123,7 +123,10 @@ describe('invalid settings are rejected before any rank starts', () => {
     ['seq not divisible by 2·sp (F4, cp=2 seq=33)', ['parallel.cp=2', 'train.seqLen=33'], /seq must be divisible by 2·sp = 4; nearest valid lengths: 32 or 36/],
     ['hp that splits the query→KV grouping (F8)', ['model.dim=48', 'model.heads=6', 'model.kvHeads=3', 'parallel.hp=2'], /parallel\.hp = 2 .*heads = 6.*kvHeads = 3.*valid hp values: 1, 3, 6/],
     ['hp larger than heads', ['parallel.hp=8', 'train.seqLen=64'], /valid hp values: 1, 2, 4/],
-    ['an sp size without hp and cp (F15)', ['parallel.sp=8'], /unknown key parallel\.sp.*allowed keys of \[parallel\]: dp, hp, cp, placement, innerRingSize/],
+    ['an sp size without hp and cp (F15)', ['parallel.sp=8'], /parallel\.sp = 8 needs its split into head and context parallel sizes: set parallel\.hp and parallel\.cp with hp × cp = 8 \(hp ∈ \{1, 2, 4, 8\}\)/],
+    ['sizes contradicting sp', ['parallel.sp=8', 'parallel.hp=2', 'parallel.cp=2'], /parallel\.hp × parallel\.cp = 2 × 2 = 4 ≠ parallel\.sp = 8/],
+    ['a preset contradicted by a size', ['parallel.preset=ulysses', 'parallel.sp=4', 'parallel.cp=2'], /parallel\.cp = 2 contradicts parallel\.preset = "ulysses", which sets cp = 1/],
+    ['the loongtrain preset without an inner ring size', ['parallel.preset=loongtrain', 'parallel.sp=8', 'parallel.hp=2'], /preset = "loongtrain" needs parallel\.innerRingSize, a divisor of cp = 4 smaller than cp \(one of 1, 2\)/],
     ['innerRingSize not dividing cp', ['parallel.cp=4', 'parallel.innerRingSize=3'], /innerRingSize = 3 does not divide parallel\.cp = 4; valid values: 1, 2, 4/],
     ['a double ring (not built yet) is not silently run as one ring', ['parallel.cp=4', 'parallel.innerRingSize=2'], /innerRingSize = 2 asks for Double-Ring-Attention, which this build does not have yet/],
     ['unknown placement', ['parallel.placement=heads-first'], /parallel\.placement = "heads-first" is invalid: use one of "head-first", "context-first"/],

@@ -1,5 +1,6 @@
 import type { Arena } from '../tensor/arena.js';
 import type { CommCounters, GroupKind, ProcessGroup } from './process-group.js';
+import type { Tracer } from './trace.js';
 
 /** What a rank's entry function `run(ctx, args)` gets: its identity, memory and communication. */
 export interface RankContext {
@@ -19,6 +20,8 @@ export interface RankContext {
   /** Snapshot of this rank's traffic, summed over all groups of a kind. */
   counters(): Record<GroupKind, CommCounters>;
   resetCounters(): void;
+  /** This rank's timeline of compute and communication spans (disabled unless the launch asked for a trace). */
+  readonly tracer: Tracer;
   /** Post `msg` (structured-cloneable) to the launcher's onReport; never blocks. */
   report(msg: unknown): void;
 }

@@ -66,7 +66,7 @@ export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[],
   const results: LayoutResult[] = [];
   try {
     for (const layout of layouts) {
-      const parallel = { dp: layout.dp, hp: layout.hp, cp: layout.cp, placement: layout.placement };
+      const parallel = { dp: layout.dp, hp: layout.hp, cp: layout.cp, innerRingSize: layout.cp, placement: layout.placement };
       const dims = new ParallelDims(parallel);
       const run = await train({
         ...cfg,

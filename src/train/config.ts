@@ -5,7 +5,9 @@ import { DATA_SOURCES } from '../data/sources.js';
 import { TOKENIZER_NAMES, TOKENIZER_VOCAB_SIZES } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
 import { KERNEL_NAMES } from '../kernels/registry.js';
+import { validateModelConfig } from '../model/config.js';
 import { PLACEMENTS, ParallelDims, validateLayout } from '../parallel/dims.js';
+import { PRESETS, resolveLayout, type Preset, type ResolvedLayout } from '../parallel/presets.js';
 
 /**
  * The run's configuration: a TOML file (docs/config.md lists every key) plus `--set
@@ -41,8 +43,11 @@ const dataSchema = z.strictObject({
 
 const parallelSchema = z.strictObject({
   dp: int(1).default(1),
-  hp: int(1).default(1),
-  cp: int(1).default(1),
+  // hp, cp and innerRingSize may be implied by preset and sp; parallel/presets.ts resolves them.
+  preset: z.enum(PRESETS as [Preset, ...Preset[]]).optional(),
+  sp: int(1).optional(),
+  hp: int(1).optional(),
+  cp: int(1).optional(),
   placement: z.enum(PLACEMENTS as ['head-first', 'context-first']).default('head-first'),
   innerRingSize: int(1).optional(),
 });
@@ -81,6 +86,8 @@ const logSchema = z.strictObject({
   every: int(1).default(1),
   progress: z.enum(PROGRESS_MODES).default('auto'),
   peakGflopsPerRank: positive().optional(),
+  // A Chrome trace of every rank's communication spans (docs/comm.md, Tracing) in <dir>/trace.json.
+  trace: z.boolean().default(false),
 });
 
 const SECTIONS = {
@@ -106,8 +113,14 @@ const configSchema = z.strictObject({
 
 type ParsedConfig = z.infer<typeof configSchema>;
 
-/** The validated configuration; `model.vocabSize` is resolved (the tokenizer's when not given). */
-export type Config = Omit<ParsedConfig, 'model'> & { model: ParsedConfig['model'] & { vocabSize: number } };
+/**
+ * The validated configuration: `model.vocabSize` is resolved (the tokenizer's when not given) and
+ * `parallel` holds every size (dp, hp, cp, innerRingSize) after preset and sp are applied.
+ */
+export type Config = Omit<ParsedConfig, 'model' | 'parallel'> & {
+  model: ParsedConfig['model'] & { vocabSize: number };
+  parallel: ResolvedLayout & { preset?: Preset };
+};
 
 /**
  * Read `path` (TOML; undefined = no file, all defaults), apply `overrides` in order, validate.
@@ -180,40 +193,44 @@ function isTable(v: unknown): v is Record<string, unknown> {
  */
 export function parseConfig(raw: unknown, origin = 'config'): Config {
   const parsed = configSchema.safeParse(raw);
-  const problems = parsed.success ? crossFieldProblems(parsed.data) : parsed.error.issues.flatMap((i) => describeIssue(i, raw));
-  if (problems.length > 0 || !parsed.success) {
+  const { config, problems } = parsed.success ? resolveConfig(parsed.data) : { config: undefined, problems: parsed.error.issues.flatMap((i) => describeIssue(i, raw)) };
+  if (problems.length > 0 || config === undefined) {
     throw new ConfigError(`${origin}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   }
-  const cfg = parsed.data;
-  return { ...cfg, model: { ...cfg.model, vocabSize: cfg.model.vocabSize ?? TOKENIZER_VOCAB_SIZES[cfg.data.tokenizer] } };
+  return config;
 }
 
-function crossFieldProblems(cfg: ParsedConfig): string[] {
+/** Apply the derived values (vocabSize, the parallel sizes) and collect every cross-field problem. */
+function resolveConfig(cfg: ParsedConfig): { config?: Config; problems: string[] } {
   const out: string[] = [];
-  const { model, data, optim, train, parallel } = cfg;
+  const { data, optim, train } = cfg;
   if (data.source === 'files' && data.path === undefined) {
     out.push('data.path is required when data.source = "files": give a .txt file, a .jsonl file or a folder of them');
   }
   if (optim.minLr > optim.lr) out.push(`optim.minLr = ${optim.minLr} is larger than optim.lr = ${optim.lr}; it must be ≤ lr`);
   if (optim.warmupSteps > train.steps) out.push(`optim.warmupSteps = ${optim.warmupSteps} is larger than train.steps = ${train.steps}; it must be ≤ steps`);
   const tokVocab = TOKENIZER_VOCAB_SIZES[data.tokenizer];
-  if (model.vocabSize !== undefined && model.vocabSize < tokVocab) {
-    out.push(`model.vocabSize = ${model.vocabSize} is smaller than the ${data.tokenizer} tokenizer's ${tokVocab} tokens; use ≥ ${tokVocab} or omit it`);
+  if (cfg.model.vocabSize !== undefined && cfg.model.vocabSize < tokVocab) {
+    out.push(`model.vocabSize = ${cfg.model.vocabSize} is smaller than the ${data.tokenizer} tokenizer's ${tokVocab} tokens; use ≥ ${tokVocab} or omit it`);
   }
-  if (model.dim % model.heads !== 0 || (model.dim / model.heads) % 2 !== 0) {
-    out.push(`model.dim = ${model.dim} and model.heads = ${model.heads} give headDim = dim / heads = ${model.dim / model.heads}; it must be an even integer (RoPE rotates pairs)`);
-  }
-  if (parallel.innerRingSize !== undefined && parallel.innerRingSize !== parallel.cp) {
+  const model = { ...cfg.model, vocabSize: cfg.model.vocabSize ?? tokVocab };
+  const collect = <T>(check: () => T): T | undefined => {
+    try {
+      return check();
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      out.push(...e.message.split('\n'));
+      return undefined;
+    }
+  };
+  collect(() => validateModelConfig(model));
+  const parallel = collect(() => resolveLayout(cfg.parallel));
+  if (parallel !== undefined && parallel.innerRingSize !== parallel.cp) {
     out.push(`parallel.innerRingSize = ${parallel.innerRingSize} asks for Double-Ring-Attention, which this build does not have yet: omit it or set it to parallel.cp = ${parallel.cp}`);
   }
-  try {
-    const dims = new ParallelDims(parallel);
-    validateLayout(dims, { heads: model.heads, kvHeads: model.kvHeads, seqLen: train.seqLen });
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    out.push(e.message);
-  }
-  return out;
+  if (parallel !== undefined) collect(() => validateLayout(new ParallelDims(parallel), { heads: model.heads, kvHeads: model.kvHeads, seqLen: train.seqLen }));
+  if (out.length > 0 || parallel === undefined) return { problems: out };
+  return { config: { ...cfg, model, parallel: cfg.parallel.preset === undefined ? parallel : { ...parallel, preset: cfg.parallel.preset } }, problems: [] };
 }
 
 type Issue = z.core.$ZodIssue;

@@ -74,6 +74,10 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
   const hpGroup = ctx.newGroup('hp', dims.hpGroup(ctx.rank));
   const cpGroup = ctx.newGroup('cp', dims.cpGroup(ctx.rank));
   const world = ctx.newGroup('world', Array.from({ length: ctx.world }, (_, i) => i));
+  // The groups are what attention actually runs on: check them against the requested layout (F15).
+  if (hpGroup.size !== dims.hp || cpGroup.size !== dims.cp || world.size !== dims.world) {
+    throw new Error(`rank ${ctx.rank}: effective group sizes hp=${hpGroup.size}, cp=${cpGroup.size}, world=${world.size} differ from the requested layout ${dims}`);
+  }
   const attention = (): TwoDAttention =>
     new TwoDAttention({
       kernels,

@@ -15,6 +15,7 @@ export function createRankContext(endpoint: Endpoint, arena: Arena, report: (msg
     newGroup: (kind, ranks) => new ThreadGroup(endpoint, kind, ranks),
     counters: () => copyCountersByKind(endpoint.countersByKind),
     resetCounters: () => endpoint.resetCounters(),
+    tracer: endpoint.tracer,
     report,
   };
 }
