@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { hopPlan, hopScorePairs, plainRingSources, ringPlans } from '../src/attention/ring.js';
+import { hopPlan, hopScorePairs, ringPlans, ringSources } from '../src/attention/ring-plan.js';
 import { launchRanks } from '../src/comm/threads/launch.js';
 import type { Placement } from '../src/parallel/dims.js';
 import type { Attention2dArgs, Attention2dResult } from './fixtures/attention-2d.js';
-import { makeInputs, refBackward, refForward, relError } from './helpers/attention-ref.js';
+import { assertClose, gatherHeadSplitLse, gatherRows, makeInputs, refBackward, refForward } from './helpers/attention-ref.js';
 
 const ENTRY = fileURLToPath(new URL('./fixtures/attention-2d.js', import.meta.url));
-const TOL = 1e-5;
 
 interface Layout {
   hp: number;
@@ -26,41 +25,6 @@ function launch(l: Layout, mode: Attention2dArgs['mode'] = 'exact'): Promise<unk
   return launchRanks({ world: l.hp * l.cp, entry: ENTRY, args, timeoutMs: 10_000, arenaBytes: 8 << 20 });
 }
 
-function assertClose(name: string, got: ArrayLike<number>, want: ArrayLike<number>): void {
-  for (let i = 0; i < got.length; i++) assert.ok(!Number.isNaN(got[i]!), `${name}[${i}] is NaN`);
-  const e = relError(got, want);
-  assert.ok(e <= TOL, `${name}: relative error ${e} > ${TOL}`);
-}
-
-/** Put each rank's rows back at their global token positions; every token exactly once. */
-function gather(results: Attention2dResult[], pick: (r: Attention2dResult) => Float32Array, seq: number, rowLen: number): Float64Array {
-  const full = new Float64Array(seq * rowLen);
-  const seen = new Array<number>(seq).fill(0);
-  for (const r of results) {
-    const x = pick(r);
-    r.indices.forEach((g, i) => {
-      seen[g]! += 1;
-      full.set(x.subarray(i * rowLen, (i + 1) * rowLen), g * rowLen);
-    });
-  }
-  assert.deepEqual(seen, new Array<number>(seq).fill(1), 'every token is held by exactly one rank');
-  return full;
-}
-
-/** Global lse [S, H] from the head-split [2c, H/hp] pieces: rank (h, c) holds chunks c, 2cp−1−c and head group h. */
-function gatherLse(results: Attention2dResult[], l: Layout): Float64Array {
-  const full = new Float64Array(l.seq * l.heads).fill(NaN);
-  const chunk = l.seq / (2 * l.cp);
-  const hl = l.heads / l.hp;
-  for (const r of results) {
-    for (let i = 0; i < 2 * chunk; i++) {
-      const g = i < chunk ? r.c * chunk + i : (2 * l.cp - 1 - r.c) * chunk + (i - chunk);
-      for (let j = 0; j < hl; j++) full[g * l.heads + r.h * hl + j] = r.lse[i * hl + j]!;
-    }
-  }
-  return full;
-}
-
 async function checkExact(l: Layout): Promise<void> {
   const results = (await launch(l)) as Attention2dResult[];
   const dims = { sq: l.seq, sk: l.seq, heads: l.heads, kvHeads: l.kvHeads, d: l.headDim, causal: l.causal };
@@ -69,11 +33,13 @@ async function checkExact(l: Layout): Promise<void> {
   const grads = refBackward(inputs.q, inputs.k, inputs.v, inputs.dO, dims);
   const qRow = l.heads * l.headDim;
   const kvRow = l.kvHeads * l.headDim;
-  assertClose('out', gather(results, (r) => r.out, l.seq, qRow), ref.out);
-  assertClose('lse', gatherLse(results, l), ref.lse);
-  assertClose('dq', gather(results, (r) => r.dq, l.seq, qRow), grads.dq);
-  assertClose('dk', gather(results, (r) => r.dk, l.seq, kvRow), grads.dk);
-  assertClose('dv', gather(results, (r) => r.dv, l.seq, kvRow), grads.dv);
+  const rows = (pick: (r: Attention2dResult) => Float32Array, rowLen: number) =>
+    gatherRows(results.map((r) => ({ indices: r.indices, rows: pick(r) })), l.seq, rowLen);
+  assertClose('out', rows((r) => r.out, qRow), ref.out);
+  assertClose('lse', gatherHeadSplitLse(results, l.seq, l.heads, l.hp, l.cp), ref.lse);
+  assertClose('dq', rows((r) => r.dq, qRow), grads.dq);
+  assertClose('dk', rows((r) => r.dk, kvRow), grads.dk);
+  assertClose('dv', rows((r) => r.dv, kvRow), grads.dv);
 
   // Communication volume (algorithms.md §6), bytes of f32.
   const t = l.seq / (l.hp * l.cp);
@@ -163,7 +129,7 @@ describe('zigzag ring block rules (algorithms.md §4)', () => {
   });
 
   it('plain ring sources, non-causal plans and bad positions', () => {
-    assert.deepEqual(plainRingSources(1, 4), [1, 0, 3, 2]);
+    assert.deepEqual(ringSources(1, 4), [1, 0, 3, 2]);
     const nc = hopPlan(0, 2, 4, 6, false);
     assert.deepEqual([nc.queryStart, nc.queryEnd, nc.keyStart, nc.keyEnd, nc.causal], [0, 6, 0, 6, false]);
     assert.throws(() => hopPlan(4, 0, 4, 6, true), /position 4 must be an integer ring position in \[0, 4\)/);

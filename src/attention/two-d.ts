@@ -1,4 +1,5 @@
 import type { ProcessGroup } from '../comm/process-group.js';
+import type { Tracer } from '../comm/trace.js';
 import type { MemoryCategory } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionCore, AttentionSaved } from './core.js';
@@ -12,6 +13,15 @@ export interface TwoDAttentionOptions extends AttentionShape {
   hpGroup: ProcessGroup;
   /** Context-parallel group (ring); its group rank is the ring position c. */
   cpGroup: ProcessGroup;
+  /**
+   * Double-Ring-Attention with inner ring size w < cp: the rank's inner and outer rings
+   * (kinds 'inner' and 'outer'; `doubleRingGroups` of ring-groups.ts makes them), both or neither.
+   * Omitted: one plain ring over cpGroup, counted as 'cp'.
+   */
+  innerGroup?: ProcessGroup;
+  outerGroup?: ProcessGroup;
+  /** Records the ring's 'phase', 'compute' and 'comm' spans (docs/attention.md, Tracing). */
+  tracer?: Tracer;
 }
 
 /** What the forward keeps for the backward, all in the head-split layout [S/cp, ·/hp, d]. */
@@ -25,7 +35,8 @@ interface TwoDState {
 /**
  * 2D-Attention (LoongTrain §3; algorithms.md §2–§4): q [T, H, d], k and v [T, Hkv, d] of this
  * rank's T = S/sp zigzag tokens → Ulysses all-to-all over the hp group (KV heads replicated
- * hp/Hkv times when hp > Hkv) → zigzag ring attention over the cp group on [S/cp, H/hp, d] →
+ * hp/Hkv times when hp > Hkv) → zigzag ring attention (plain, or double with inner ring size
+ * w) over the cp group on [S/cp, H/hp, d] →
  * reverse all-to-all → out [T, H, d]. After the all-to-all, the rank with context coordinate
  * c holds the zigzag pair of ring position c, which is what the ring's block rules assume.
  * The backward mirrors it: dO in, ring backward, dQ/dK/dV out (replica gradients summed).
@@ -36,7 +47,10 @@ export class TwoDAttention implements AttentionCore {
   private readonly kvRep: number;
   private readonly ring: RingAttention;
 
-  /** @throws Error when heads, kvHeads, headDim or the hp split are invalid (algorithms.md §3). */
+  /**
+   * @throws Error when heads, kvHeads, headDim or the hp split are invalid (algorithms.md §3),
+   * or the inner/outer groups are not this rank's rings in cpGroup (algorithms.md §1).
+   */
   constructor(opts: TwoDAttentionOptions) {
     checkAttentionShape(opts);
     const hp = opts.hpGroup.size;
@@ -47,6 +61,9 @@ export class TwoDAttention implements AttentionCore {
     this.ring = new RingAttention({
       kernels: opts.kernels,
       group: opts.cpGroup,
+      innerGroup: opts.innerGroup,
+      outerGroup: opts.outerGroup,
+      tracer: opts.tracer,
       heads: opts.heads / hp,
       kvHeads: kvHeadsRep / hp,
       headDim: opts.headDim,

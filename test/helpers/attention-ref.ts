@@ -4,6 +4,7 @@
  * Layouts: q [Sq, H, d], k and v [Sk, Hkv, d], query head j uses KV head ⌊j / (H/Hkv)⌋.
  */
 
+import assert from 'node:assert/strict';
 import { Rng } from '../../src/tensor/rng.js';
 
 export interface RefDims {
@@ -168,4 +169,64 @@ export function makeInputs(seed: number, seq: number, heads: number, kvHeads: nu
     v: Float32Array.from(randomArray(rng, seq * kvHeads * d)),
     dO: Float32Array.from(randomArray(rng, seq * heads * d)),
   };
+}
+
+/** Default tolerance of attention comparisons: relative to the reference's largest magnitude. */
+export const ATTENTION_TOL = 1e-5;
+
+/**
+ * Assert no NaN in `got` and relError(got, want) ≤ tol.
+ * @throws AssertionError naming `name` and the error.
+ */
+export function assertClose(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = ATTENTION_TOL): void {
+  for (let i = 0; i < got.length; i++) assert.ok(!Number.isNaN(got[i]!), `${name}[${i}] is NaN`);
+  const e = relError(got, want);
+  assert.ok(e <= tol, `${name}: relative error ${e} > ${tol}`);
+}
+
+/** One rank's rows and the global token index of each. */
+export interface RowShard {
+  indices: readonly number[];
+  rows: Float32Array;
+}
+
+/**
+ * Put each rank's rows back at their global token positions: [seq, rowLen]. Asserts that every
+ * token is held by exactly one rank.
+ */
+export function gatherRows(shards: readonly RowShard[], seq: number, rowLen: number): Float64Array {
+  const full = new Float64Array(seq * rowLen);
+  const seen = new Array<number>(seq).fill(0);
+  for (const { indices, rows } of shards) {
+    indices.forEach((g, i) => {
+      seen[g]! += 1;
+      full.set(rows.subarray(i * rowLen, (i + 1) * rowLen), g * rowLen);
+    });
+  }
+  assert.deepEqual(seen, new Array<number>(seq).fill(1), 'every token is held by exactly one rank');
+  return full;
+}
+
+/** One rank's head-split lse [2c, H/hp]: grid coordinates (h, c) decide its tokens and heads. */
+export interface LseShard {
+  h: number;
+  c: number;
+  lse: Float32Array;
+}
+
+/**
+ * Global lse [S, H] from head-split pieces: rank (h, c) holds chunks c and 2cp − 1 − c
+ * (algorithms.md §2) for head group h. Entries no rank holds stay NaN.
+ */
+export function gatherHeadSplitLse(shards: readonly LseShard[], seq: number, heads: number, hp: number, cp: number): Float64Array {
+  const full = new Float64Array(seq * heads).fill(NaN);
+  const chunk = seq / (2 * cp);
+  const hl = heads / hp;
+  for (const { h, c, lse } of shards) {
+    for (let i = 0; i < 2 * chunk; i++) {
+      const g = i < chunk ? c * chunk + i : (2 * cp - 1 - c) * chunk + (i - chunk);
+      for (let j = 0; j < hl; j++) full[g * heads + h * hl + j] = lse[i * hl + j]!;
+    }
+  }
+  return full;
 }
