@@ -60,6 +60,18 @@ describe('training matches one rank on every layout', () => {
       assertClose(await losses(layout), reference, 1e-4, layout.join(' '));
     });
   }
+  for (const layout of [
+    ['parallel.hp=2', 'parallel.cp=4', 'parallel.innerRingSize=2', 'parallel.placement=context-first'],
+    ['parallel.preset=loongtrain', 'parallel.sp=8', 'parallel.hp=1', 'parallel.innerRingSize=2'],
+    ['parallel.preset=ulysses', 'parallel.sp=4', 'parallel.dp=2'],
+    ['parallel.preset=ring', 'parallel.sp=8'],
+  ]) {
+    it(`8 ranks: ${layout.join(' ')}`, async () => {
+      const dp = layout.includes('parallel.dp=2') ? 2 : 1;
+      const reference = dp === 1 ? single.slice(0, 4) : await losses(['train.batchSize=2'], { stopAt: 4 });
+      assertClose(await losses(layout, { stopAt: 4 }), reference, 1e-4, layout.join(' '));
+    });
+  }
   it('dp=2 × (hp=1, cp=2) equals one rank with two sequences per step', async () => {
     const reference = await losses(['train.batchSize=2', 'train.steps=5']);
     assertClose(await losses(['parallel.dp=2', 'parallel.cp=2', 'train.steps=5']), reference, 1e-4, 'dp=2');
@@ -128,7 +140,6 @@ describe('invalid settings are rejected before any rank starts', () => {
     ['a preset contradicted by a size', ['parallel.preset=ulysses', 'parallel.sp=4', 'parallel.cp=2'], /parallel\.cp = 2 contradicts parallel\.preset = "ulysses", which sets cp = 1/],
     ['the loongtrain preset without an inner ring size', ['parallel.preset=loongtrain', 'parallel.sp=8', 'parallel.hp=2'], /preset = "loongtrain" needs parallel\.innerRingSize, a divisor of cp = 4 smaller than cp \(one of 1, 2\)/],
     ['innerRingSize not dividing cp', ['parallel.cp=4', 'parallel.innerRingSize=3'], /innerRingSize = 3 does not divide parallel\.cp = 4; valid values: 1, 2, 4/],
-    ['a double ring (not built yet) is not silently run as one ring', ['parallel.cp=4', 'parallel.innerRingSize=2'], /innerRingSize = 2 asks for Double-Ring-Attention, which this build does not have yet/],
     ['unknown placement', ['parallel.placement=heads-first'], /parallel\.placement = "heads-first" is invalid: use one of "head-first", "context-first"/],
     ['zero cp', ['parallel.cp=0'], /parallel\.cp = 0 is invalid/],
     ['kvHeads not dividing heads', ['model.kvHeads=3'], /kvHeads/],

@@ -225,9 +225,6 @@ function resolveConfig(cfg: ParsedConfig): { config?: Config; problems: string[]
   };
   collect(() => validateModelConfig(model));
   const parallel = collect(() => resolveLayout(cfg.parallel));
-  if (parallel !== undefined && parallel.innerRingSize !== parallel.cp) {
-    out.push(`parallel.innerRingSize = ${parallel.innerRingSize} asks for Double-Ring-Attention, which this build does not have yet: omit it or set it to parallel.cp = ${parallel.cp}`);
-  }
   if (parallel !== undefined) collect(() => validateLayout(new ParallelDims(parallel), { heads: model.heads, kvHeads: model.kvHeads, seqLen: train.seqLen }));
   if (out.length > 0 || parallel === undefined) return { problems: out };
   return { config: { ...cfg, model, parallel: cfg.parallel.preset === undefined ? parallel : { ...parallel, preset: cfg.parallel.preset } }, problems: [] };

@@ -1,3 +1,4 @@
+import { doubleRingGroups } from '../attention/ring-groups.js';
 import { TwoDAttention } from '../attention/two-d.js';
 import type { ProcessGroup } from '../comm/process-group.js';
 import type { RankContext } from '../comm/rank-context.js';
@@ -78,6 +79,7 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
   if (hpGroup.size !== dims.hp || cpGroup.size !== dims.cp || world.size !== dims.world) {
     throw new Error(`rank ${ctx.rank}: effective group sizes hp=${hpGroup.size}, cp=${cpGroup.size}, world=${world.size} differ from the requested layout ${dims}`);
   }
+  const ringGroups = doubleRingGroups(ctx, dims);
   const attention = (): TwoDAttention =>
     new TwoDAttention({
       kernels,
@@ -87,6 +89,8 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
       kvHeads: cfg.model.kvHeads,
       headDim: headDim(cfg.model),
       causal: cfg.train.causal,
+      ...ringGroups,
+      tracer: ctx.tracer,
     });
   const model = new Transformer(kernels, ctx.arena, cfg.model, attention, { seed: cfg.train.seed });
   return { dims, kernels, world, model };
