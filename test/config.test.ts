@@ -40,7 +40,7 @@ describe('defaults and files', () => {
     assert.deepEqual(cfg.optim, { lr: 3e-3, minLr: 3e-4, warmupSteps: 10, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
     assert.deepEqual(cfg.train, { steps: 100, seqLen: 256, batchSize: 1, seed: 1234, arenaMiB: 512, commTimeoutMs: 60000, kernels: 'reference', causal: true });
     assert.deepEqual(cfg.checkpoint, { dir: 'runs/checkpoints', every: 0, keep: 2 });
-    assert.deepEqual(cfg.log, { dir: 'runs', every: 1, progress: 'auto' });
+    assert.deepEqual(cfg.log, { dir: 'runs', every: 1, progress: 'auto', trace: false });
   });
 
   test('vocabSize comes from the tokenizer unless given', () => {

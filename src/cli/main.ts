@@ -4,6 +4,7 @@ import { RankFailedError } from '../comm/threads/launch.js';
 import { ConfigError } from '../errors.js';
 import { loadConfig } from '../train/config.js';
 import { benchLayouts, DEFAULT_LAYOUTS, formatBenchTable } from '../train/bench.js';
+import { benchAttention, DEFAULT_ATTENTION_OPTIONS, formatAttentionTable } from '../train/bench-attention.js';
 import { train } from '../train/train.js';
 
 const program = new Command();
@@ -32,21 +33,68 @@ program
     }
   });
 
+interface BenchFlags {
+  config?: string;
+  set: string[];
+  steps?: number;
+  warmup?: number;
+  reps?: number;
+  seqLen?: number;
+  heads?: number;
+  kvHeads?: number;
+  headDim?: number;
+}
+
+/** Flags that only one suite reads; giving one to the other suite is an error rather than silently ignored. */
+const SUITE_FLAGS: Record<'layouts' | 'attention', Partial<Record<keyof BenchFlags, string>>> = {
+  layouts: { config: '--config', set: '--set', steps: '--steps' },
+  attention: { reps: '--reps', seqLen: '--seq-len', heads: '--heads', kvHeads: '--kv-heads', headDim: '--head-dim' },
+};
+
+const num = (v: string): number => Number(v);
+
 program
   .command('bench')
-  .description('benchmark training steps of a config under each layout (1 rank, Ulysses, ring, 2D); JSON on stdout, a table on stderr')
-  .argument('[suite]', 'what to benchmark: layouts', 'layouts')
-  .option('-c, --config <file>', 'TOML config file (default: built-in defaults)')
-  .option('-s, --set <key=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-  .option('--steps <n>', 'steps per layout', (v: string) => Number(v), 8)
-  .option('--warmup <n>', 'leading steps left out of the medians', (v: string) => Number(v), 2)
-  .action(async (suite: string, opts: { config?: string; set: string[]; steps: number; warmup: number }) => {
-    if (suite !== 'layouts') throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown: use "layouts"`);
-    if (!Number.isInteger(opts.steps) || !Number.isInteger(opts.warmup) || opts.warmup < 0 || opts.steps <= opts.warmup) {
-      throw new ConfigError(`--steps ${opts.steps} and --warmup ${opts.warmup} are invalid: use integers with 0 ≤ warmup < steps`);
+  .description('benchmark a suite (docs/bench.md); JSON on stdout, a table on stderr')
+  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8', 'layouts')
+  .option('-c, --config <file>', 'layouts: TOML config file (default: built-in defaults)')
+  .option('-s, --set <key=value>', 'layouts: override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--steps <n>', 'layouts: steps per layout (default 8)', num)
+  .option('--warmup <n>', 'leading steps (layouts, default 2) or runs (attention, default 1) left out of the medians', num)
+  .option('--reps <n>', `attention: measured runs per preset (default ${DEFAULT_ATTENTION_OPTIONS.reps})`, num)
+  .option('--seq-len <n>', `attention: sequence length S (default ${DEFAULT_ATTENTION_OPTIONS.seqLen}; a multiple of 16)`, num)
+  .option('--heads <n>', `attention: query heads (default ${DEFAULT_ATTENTION_OPTIONS.heads})`, num)
+  .option('--kv-heads <n>', `attention: KV heads (default ${DEFAULT_ATTENTION_OPTIONS.kvHeads})`, num)
+  .option('--head-dim <n>', `attention: head dimension (default ${DEFAULT_ATTENTION_OPTIONS.headDim})`, num)
+  .action(async (suite: string, opts: BenchFlags) => {
+    if (suite !== 'layouts' && suite !== 'attention') throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown: use "layouts" or "attention"`);
+    const other = suite === 'layouts' ? 'attention' : 'layouts';
+    const stray = Object.entries(SUITE_FLAGS[other])
+      .filter(([key]) => (key === 'set' ? opts.set.length > 0 : opts[key as keyof BenchFlags] !== undefined))
+      .map(([, flag]) => flag);
+    if (stray.length > 0) throw new ConfigError(`bench ${suite}: ${stray.join(', ')} ${stray.length === 1 ? 'applies' : 'apply'} only to bench ${other}`);
+    if (suite === 'attention') {
+      const d = DEFAULT_ATTENTION_OPTIONS;
+      const report = await benchAttention({
+        ...d,
+        seqLen: opts.seqLen ?? d.seqLen,
+        heads: opts.heads ?? d.heads,
+        kvHeads: opts.kvHeads ?? d.kvHeads,
+        headDim: opts.headDim ?? d.headDim,
+        warmup: opts.warmup ?? d.warmup,
+        reps: opts.reps ?? d.reps,
+      });
+      process.stderr.write(formatAttentionTable(report) + '\n');
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return;
+    }
+    const steps = opts.steps ?? 8;
+    const warmup = opts.warmup ?? 2;
+    if (!Number.isInteger(steps) || !Number.isInteger(warmup) || warmup < 0 || steps <= warmup) {
+      throw new ConfigError(`--steps ${steps} and --warmup ${warmup} are invalid: use integers with 0 ≤ warmup < steps`);
     }
     const cfg = loadConfig(opts.config, opts.set);
-    const report = await benchLayouts(cfg, DEFAULT_LAYOUTS, opts.steps, opts.warmup);
+    const report = await benchLayouts(cfg, DEFAULT_LAYOUTS, steps, warmup);
     process.stderr.write(formatBenchTable(report) + '\n');
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   });

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
+import { machineInfo, median, type MachineInfo } from './bench-common.js';
 import type { Config } from './config.js';
 import { train } from './train.js';
 
@@ -38,18 +39,13 @@ export interface LayoutResult {
 
 export interface BenchReport {
   suite: 'layouts';
-  machine: { cpu: string; cores: number; memoryGiB: number; node: string; platform: string };
+  machine: MachineInfo;
   model: Config['model'];
   seqLen: number;
   kernels: string;
   results: LayoutResult[];
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 /**
  * Train `steps` steps of `cfg` under each layout and report medians of the steps after the
@@ -96,10 +92,9 @@ export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[],
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
-  const cpus = os.cpus();
   return {
     suite: 'layouts',
-    machine: { cpu: cpus[0]?.model ?? 'unknown', cores: cpus.length, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, platform: `${os.platform()} ${os.arch()}` },
+    machine: machineInfo(),
     model: cfg.model,
     seqLen: cfg.train.seqLen,
     kernels: cfg.train.kernels,

@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { launchRanks } from '../comm/threads/launch.js';
+import type { TraceEvent } from '../comm/trace.js';
 import { buildTokenStream, SequenceSampler } from '../data/packing.js';
 import { loadDocuments } from '../data/sources.js';
 import { createTokenizer } from '../data/tokenizer.js';
@@ -14,6 +15,7 @@ import { configToToml, type Config } from './config.js';
 import { TrainLogger } from './logger.js';
 import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
 import type { CheckpointReport, RankTrainArgs, RankTrainResult } from './rank.js';
+import { writeTraceFile } from './trace-file.js';
 
 export interface TrainOptions {
   /** Resume from this checkpoint folder, or the newest checkpoint inside it. */
@@ -102,6 +104,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   };
   const args: RankTrainArgs = { config: cfg, tokenizer: tokenizer.name, stream, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
   let results: RankTrainResult[];
+  const traces: TraceEvent[][] = [];
   try {
     results = (await launchRanks({
       world: dims.world,
@@ -110,7 +113,14 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       timeoutMs: cfg.train.commTimeoutMs,
       arenaBytes: cfg.train.arenaMiB * 2 ** 20,
       onReport,
+      trace: cfg.log.trace,
+      onTrace: (rank, events) => (traces[rank] = events),
     })) as RankTrainResult[];
+    if (cfg.log.trace) {
+      const path = join(cfg.log.dir, 'trace.json');
+      const spans = writeTraceFile(path, traces);
+      logger.info(`trace: ${spans} spans of ${dims.world} rank${dims.world === 1 ? '' : 's'} written to ${path} (open in https://ui.perfetto.dev)`);
+    }
   } finally {
     logger.close();
   }

@@ -1,4 +1,5 @@
 import { GROUP_KINDS, type CommRequest, type GroupKind, type ProcessGroup } from '../process-group.js';
+import { nowMicros } from '../trace.js';
 import { USER_TAG_LIMIT, describeGroup, describeTag, type Endpoint, type GroupAddress } from './transport.js';
 
 const EMPTY = new Float32Array(0);
@@ -23,7 +24,9 @@ function equalBounds(chunk: number, size: number): number[] {
  * list, so members agree on it without talking. Collectives post every send before waiting on
  * any receive (no deadlock whatever the order ranks arrive in), use a fresh internal tag each
  * (never mixing with each other or with user tags), and do no messaging in a size-1 group.
- * Every blocking wait is bounded by the rank's timeout (CommTimeoutError).
+ * Every blocking wait is bounded by the rank's timeout (CommTimeoutError). With the rank's
+ * tracer enabled, each collective of a group of size > 1 is a "comm" span named after it,
+ * enclosing the spans of its sends and blocking waits (docs/comm.md, Tracing).
  */
 export class ThreadGroup implements ProcessGroup {
   readonly kind: GroupKind;
@@ -106,14 +109,16 @@ export class ThreadGroup implements ProcessGroup {
     }
     const c = send.length / this.size;
     const me = this.rank;
-    const own = send.slice(me * c, (me + 1) * c);
-    this.exchange(
-      'allToAll',
-      (g) => send.subarray(g * c, (g + 1) * c),
-      equalBounds(c, this.size),
-      recv,
-    );
-    recv.set(own, me * c);
+    this.traced('allToAll', () => {
+      const own = send.slice(me * c, (me + 1) * c);
+      this.exchange(
+        'allToAll',
+        (g) => send.subarray(g * c, (g + 1) * c),
+        equalBounds(c, this.size),
+        recv,
+      );
+      recv.set(own, me * c);
+    });
   }
 
   /** send: [c], recv: [size·c] = every member's send in group-rank order. */
@@ -125,7 +130,7 @@ export class ThreadGroup implements ProcessGroup {
         `allGather in ${describeGroup(this.address)}: recv holds ${recv.length} elements but must hold size × send = ${this.size} × ${send.length} = ${this.size * send.length}`,
       );
     }
-    this.allGatherChunks('allGather', send, equalBounds(send.length, this.size), recv);
+    this.traced('allGather', () => this.allGatherChunks('allGather', send, equalBounds(send.length, this.size), recv));
   }
 
   /**
@@ -140,7 +145,7 @@ export class ThreadGroup implements ProcessGroup {
         `reduceScatter in ${describeGroup(this.address)}: send holds ${send.length} elements but must hold size × recv = ${this.size} × ${recv.length} = ${this.size * recv.length}`,
       );
     }
-    this.reduceScatterChunks('reduceScatter', send, equalBounds(recv.length, this.size), recv);
+    this.traced('reduceScatter', () => this.reduceScatterChunks('reduceScatter', send, equalBounds(recv.length, this.size), recv));
   }
 
   /**
@@ -153,8 +158,10 @@ export class ThreadGroup implements ProcessGroup {
     if (this.size === 1) return;
     const bounds = chunkBounds(buf.length, this.size);
     const mine = new Float32Array(bounds[this.rank + 1]! - bounds[this.rank]!);
-    this.reduceScatterChunks('allReduce', buf, bounds, mine);
-    this.allGatherChunks('allReduce', mine, bounds, buf);
+    this.traced('allReduce', () => {
+      this.reduceScatterChunks('allReduce', buf, bounds, mine);
+      this.allGatherChunks('allReduce', mine, bounds, buf);
+    });
   }
 
   /** buf on every member := buf of group rank `root`. The root sends size − 1 messages. */
@@ -163,16 +170,35 @@ export class ThreadGroup implements ProcessGroup {
     this.checkPeer('broadcast', root, 'root');
     if (this.size === 1) return;
     const tag = this.endpoint.nextCollectiveTag(this.address.id);
-    if (this.rank === root) {
-      for (let g = 0; g < this.size; g++) if (g !== root) this.endpoint.send(this.address, this.ranks[g]!, tag, buf);
-    } else {
-      this.receiveInto('broadcast', buf, 0, buf.length, root, tag);
-    }
+    this.traced('broadcast', () => {
+      if (this.rank === root) {
+        for (let g = 0; g < this.size; g++) if (g !== root) this.endpoint.send(this.address, this.ranks[g]!, tag, buf);
+      } else {
+        this.receiveInto('broadcast', buf, 0, buf.length, root, tag);
+      }
+    });
   }
 
   /** Returns once every member has entered: an empty message to and from each other member. */
   barrier(): void {
-    this.exchange('barrier', () => EMPTY, equalBounds(0, this.size), EMPTY);
+    this.traced('barrier', () => this.exchange('barrier', () => EMPTY, equalBounds(0, this.size), EMPTY));
+  }
+
+  /**
+   * Run collective `op` as one "comm" span with args {group: kind, bytes: payload bytes this
+   * rank sent in it}. Size-1 groups do no messaging, so they leave no span.
+   */
+  private traced(op: string, body: () => void): void {
+    const tracer = this.endpoint.tracer;
+    if (!tracer.enabled || this.size === 1) {
+      body();
+      return;
+    }
+    // Counters are read by kind on each access: resetCounters() replaces the record.
+    const sentBefore = this.endpoint.countersByKind[this.kind].bytesSent;
+    const start = nowMicros();
+    body();
+    tracer.record(op, 'comm', start, { group: this.kind, bytes: this.endpoint.countersByKind[this.kind].bytesSent - sentBefore });
   }
 
   /**

@@ -4,6 +4,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { ConfigError } from '../../errors.js';
 import { MAX_ARENA_BYTES } from '../../tensor/arena.js';
+import type { TraceEvent } from '../trace.js';
 import type { RankErrorInfo, WorkerInit, WorkerMessage } from './protocol.js';
 
 export type { RankContext } from './context.js';
@@ -21,6 +22,13 @@ export interface LaunchOptions {
   arenaBytes: number;
   /** Receives the messages a rank posts with ctx.report(), in the order that rank posted them. */
   onReport?: (rank: number, msg: unknown) => void;
+  /** Enable every rank's RankContext.tracer (docs/comm.md, Tracing). Default false: tracers record nothing. */
+  trace?: boolean;
+  /**
+   * With `trace`, receives each rank's trace events (pid = rank, timestamps in µs on a clock
+   * shared by all workers) when that rank's run() returns, before the launch resolves.
+   */
+  onTrace?: (rank: number, events: TraceEvent[]) => void;
 }
 
 /**
@@ -58,7 +66,7 @@ function entryUrl(entry: unknown): string {
 
 function validate(opts: LaunchOptions): string {
   if (typeof opts !== 'object' || opts === null) throw new ConfigError(`launch options must be an object, got ${String(opts)}`);
-  const { world, timeoutMs, arenaBytes, onReport } = opts;
+  const { world, timeoutMs, arenaBytes, onReport, trace, onTrace } = opts;
   if (!Number.isInteger(world) || world < 1) {
     throw new ConfigError(`launch option world = ${String(world)} is invalid: it must be a positive integer (the number of ranks)`);
   }
@@ -70,6 +78,12 @@ function validate(opts: LaunchOptions): string {
   }
   if (onReport !== undefined && typeof onReport !== 'function') {
     throw new ConfigError(`launch option onReport is invalid: it must be a function (rank, msg) => void or absent, got ${typeof onReport}`);
+  }
+  if (trace !== undefined && typeof trace !== 'boolean') {
+    throw new ConfigError(`launch option trace = ${String(trace)} is invalid: it must be true, false or absent`);
+  }
+  if (onTrace !== undefined && typeof onTrace !== 'function') {
+    throw new ConfigError(`launch option onTrace is invalid: it must be a function (rank, events) => void or absent, got ${typeof onTrace}`);
   }
   return entryUrl(opts.entry);
 }
@@ -99,6 +113,7 @@ const WORKER_URL = new URL('./worker.js', import.meta.url);
  *   start or exits unexpectedly, or its arguments/result cannot be cloned; all other workers are
  *   terminated first (also those blocked in a receive), so the launch never hangs on them.
  *   Workers are always terminated before the promise settles.
+ * @throws (rejects with) Error `onReport threw …` / `onTrace threw …` when a callback throws.
  */
 export async function launchRanks(opts: LaunchOptions): Promise<unknown[]> {
   const entry = validate(opts);
@@ -123,7 +138,7 @@ export async function launchRanks(opts: LaunchOptions): Promise<unknown[]> {
 
     for (let rank = 0; rank < world && !settled; rank++) {
       const ports = mesh[rank]!;
-      const init: WorkerInit = { rank, world, ports, doorbell, entry, args: opts.args, timeoutMs: opts.timeoutMs, arenaBytes: opts.arenaBytes };
+      const init: WorkerInit = { rank, world, ports, doorbell, entry, args: opts.args, timeoutMs: opts.timeoutMs, arenaBytes: opts.arenaBytes, trace: opts.trace ?? false };
       let worker: Worker;
       try {
         worker = new Worker(WORKER_URL, { workerData: init, transferList: ports.filter((p): p is MessagePort => p !== null) });
@@ -144,6 +159,14 @@ export async function launchRanks(opts: LaunchOptions): Promise<unknown[]> {
             finish(new Error(`onReport threw on a message from rank ${rank}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
           }
         } else if (m.type === 'done') {
+          if (m.trace !== undefined) {
+            try {
+              opts.onTrace?.(rank, m.trace);
+            } catch (err) {
+              finish(new Error(`onTrace threw on the events of rank ${rank}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+              return;
+            }
+          }
           results[rank] = m.value;
           returned[rank] = true;
           if (--remaining === 0) finish(null);

@@ -1,4 +1,5 @@
 import type { MessagePort } from 'node:worker_threads';
+import type { TraceEvent } from '../trace.js';
 
 /** What the launcher hands each rank's worker as `workerData` (ports travel in the transfer list). */
 export interface WorkerInit {
@@ -13,6 +14,8 @@ export interface WorkerInit {
   args: unknown;
   timeoutMs: number;
   arenaBytes: number;
+  /** Enable the rank's tracer (RankContext.tracer). */
+  trace: boolean;
 }
 
 /** A rank's failure as it crosses to the launcher: plain fields, since Error subclasses lose their class in cloning. */
@@ -25,7 +28,7 @@ export interface RankErrorInfo {
 /** Messages from a rank's worker to the launcher, in the order the rank produced them. */
 export type WorkerMessage =
   | { type: 'report'; msg: unknown }
-  | { type: 'done'; value: unknown }
+  | { type: 'done'; value: unknown; /** The rank's trace events, when tracing was on. */ trace?: TraceEvent[] }
   | { type: 'error'; error: RankErrorInfo };
 
 export function errorInfo(err: unknown): RankErrorInfo {

@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { CommTimeoutError } from '../../errors.js';
 import { zeroCountersByKind } from '../counters.js';
 import type { CommCounters, GroupKind } from '../process-group.js';
+import { nowMicros, type Tracer } from '../trace.js';
 
 /** User tags are integers in [0, USER_TAG_LIMIT); tags at and above it belong to collectives. */
 export const USER_TAG_LIMIT = 2 ** 20;
@@ -50,11 +51,15 @@ export function describeGroup(group: GroupAddress): string {
  * source global rank, tag). Messages that arrive for other receives wait in a local queue.
  * Counting (DESIGN decision 7): one message per point-to-point transfer, payload bytes only,
  * per group kind; messages to self are neither sent over a port nor counted.
+ * Tracing (docs/comm.md, Tracing): when the tracer is enabled, every counted send is a "send"
+ * span and every receive that had to block is a "wait <op>" span, both of category "comm".
  */
 export class Endpoint {
   readonly rank: number;
   readonly world: number;
   readonly timeoutMs: number;
+  /** This rank's timeline; the endpoint records its sends and blocking waits into it. */
+  readonly tracer: Tracer;
   private readonly ports: readonly (MessagePort | null)[];
   private readonly doorbell: Int32Array;
   /** Arrived, not yet received payloads by match key; each queue is in arrival order. */
@@ -65,10 +70,19 @@ export class Endpoint {
   /**
    * @param ports ports[p] is the port to global rank p; ports[rank] is null.
    * @param doorbell Int32Array over a SharedArrayBuffer of `world` slots, shared by all ranks.
+   * @param tracer where sends and blocking waits are recorded (disabled unless the launch asked for a trace).
    */
-  constructor(rank: number, world: number, ports: readonly (MessagePort | null)[], doorbell: Int32Array, timeoutMs: number) {
+  constructor(
+    rank: number,
+    world: number,
+    ports: readonly (MessagePort | null)[],
+    doorbell: Int32Array,
+    timeoutMs: number,
+    tracer: Tracer,
+  ) {
     this.rank = rank;
     this.world = world;
+    this.tracer = tracer;
     this.ports = ports;
     this.doorbell = doorbell;
     this.timeoutMs = timeoutMs;
@@ -101,6 +115,7 @@ export class Endpoint {
       this.enqueue(matchKey(group.id, dst, tag), copy);
       return;
     }
+    const start = this.tracer.enabled ? nowMicros() : 0;
     const envelope: Envelope = { g: group.id, t: tag, d: copy.buffer };
     this.ports[dst]!.postMessage(envelope, [copy.buffer]);
     // The message is in the receiver's port queue once postMessage returns, so ringing after it
@@ -110,6 +125,7 @@ export class Endpoint {
     const c = this.counters[group.kind];
     c.messagesSent += 1;
     c.bytesSent += data.byteLength;
+    if (this.tracer.enabled) this.tracer.record('send', 'comm', start, { group: group.kind, peer: dst, bytes: data.byteLength });
   }
 
   /**
@@ -120,6 +136,7 @@ export class Endpoint {
   receive(group: GroupAddress, src: number, tag: number, op: string): Float32Array {
     const key = matchKey(group.id, src, tag);
     let blockedSince = -1;
+    let blockedSinceMicros = 0;
     let deadline = 0;
     for (;;) {
       // Read the doorbell before draining: a ring after this read changes the value, so the
@@ -129,7 +146,10 @@ export class Endpoint {
       const payload = this.take(key);
       if (payload !== undefined) {
         const c = this.counters[group.kind];
-        if (blockedSince >= 0) c.waitMs += performance.now() - blockedSince;
+        if (blockedSince >= 0) {
+          c.waitMs += performance.now() - blockedSince;
+          if (this.tracer.enabled) this.tracer.record(`wait ${op}`, 'comm', blockedSinceMicros, { group: group.kind, peer: src, bytes: payload.byteLength, tag: describeTag(tag) });
+        }
         if (src !== this.rank) {
           c.messagesReceived += 1;
           c.bytesReceived += payload.byteLength;
@@ -139,6 +159,7 @@ export class Endpoint {
       const now = performance.now();
       if (blockedSince < 0) {
         blockedSince = now;
+        if (this.tracer.enabled) blockedSinceMicros = nowMicros();
         deadline = now + this.timeoutMs;
       }
       if (now >= deadline) {
