@@ -39,7 +39,7 @@ describe('model config and parameters', () => {
     bad({ layers: 1.5 }, /model\.layers = 1\.5/);
     bad({ kvHeads: 3 }, /model\.kvHeads = 3 does not divide model\.heads = 4; valid kvHeads: 1, 2, 4/);
     bad({ heads: 3, kvHeads: 1 }, /model\.dim = 16 is not a multiple of model\.heads = 3; valid heads: 1, 2, 4, 8, 16/);
-    bad({ heads: 16, kvHeads: 2 }, /headDim = .* = 1 must be even for RoPE; heads that give an even headDim with kvHeads = 2: 2, 4, 8/);
+    bad({ heads: 16, kvHeads: 2 }, /headDim = .* = 1 must be an even integer for RoPE; heads that give an even headDim with kvHeads = 2: 2, 4, 8/);
     bad({ normEps: 0 }, /model\.normEps = 0 .* positive finite/);
     bad({ initStd: Number.NaN }, /model\.initStd = NaN/);
     assert.equal(validateModelConfig(BASE), BASE);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -174,7 +174,7 @@ describe('invalid settings are rejected before any rank starts', () => {
 describe('failures stop the job with the rank\'s error', () => {
   it('an arena too small for the activations stops the job with the failing rank\'s error', async () => {
     const cfg = config(['parallel.hp=2', 'train.seqLen=4096', 'train.arenaMiB=2']);
-    await assert.rejects(train(cfg), (e: Error) => e instanceof RankFailedError && /rank \d failed: rank \d: tensor arena exhausted: requested \d+ bytes .* of 2097152 bytes/.test(e.message));
+    await assert.rejects(train(cfg), (e: Error) => e instanceof RankFailedError && /rank \d failed: tensor arena exhausted: requested \d+ bytes .* of 2097152 bytes/.test(e.message));
   });
 });
 
@@ -195,5 +195,26 @@ describe('the loongtrain command', () => {
     assert.match(stderr, /step 3 \| loss [\d.]+ \| lr/);
     assert.match(stderr, /done: steps 1–3, loss [\d.]+ → [\d.]+ in [\d.]+ s; checkpoint .*step-00000003/);
     assert.ok(existsSync(join(dir, 'metrics.jsonl')));
+  });
+
+  it('Ctrl-C stops every rank after the current step with a checkpoint, and --resume continues without duplicate metrics', async () => {
+    const dir = join(root, 'interrupt');
+    const args = [cli, 'train', '--set', 'train.steps=200', '--set', 'optim.warmupSteps=1', '--set', 'train.seqLen=32', '--set', 'model.dim=16', '--set', 'parallel.cp=2',
+      '--set', 'log.progress=plain', '--set', `log.dir=${dir}`, '--set', `checkpoint.dir=${dir}/ck`];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (/step 3 \|/.test(stderr) && !child.killed) child.kill('SIGINT');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    assert.equal(code, 130, stderr);
+    const m = /interrupted after step (\d+); checkpoint (\S+); continue with: loongtrain train .* --resume/.exec(stderr);
+    assert.ok(m !== null, stderr);
+    const stoppedAt = Number(m[1]);
+    assert.ok(stoppedAt >= 3 && stoppedAt < 200 && existsSync(join(m[2]!, 'model.safetensors')));
+    await run(process.execPath, [...args.slice(0, 3), 'train.steps=' + (stoppedAt + 2), ...args.slice(4), '--resume']).catch((e: { stderr: string }) => assert.fail(e.stderr));
+    const steps = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
+    assert.deepEqual(steps, Array.from({ length: stoppedAt + 2 }, (_, i) => i + 1));
   });
 });

@@ -17,14 +17,20 @@ program
   .option('-s, --set <key=value>', 'override a config key, e.g. --set parallel.cp=4 (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .addOption(new Option('-r, --resume [dir]', 'resume from the newest checkpoint in checkpoint.dir, or from the given checkpoint folder'))
   .option('--overwrite', 'on a fresh run, delete the checkpoints already in checkpoint.dir instead of refusing to start')
-  .option('--stop-at <step>', 'stop after this step and write a checkpoint (resume later with --resume)', (v: string) => Number(v))
+  .option('--stop-at <step>', 'stop after this step and write a checkpoint (resume later with --resume)', positiveInt('--stop-at'))
   .action(async (opts: { config?: string; set: string[]; resume?: string | true; stopAt?: number; overwrite?: boolean }) => {
     const cfg = loadConfig(opts.config, opts.set);
     const resume = opts.resume === true ? cfg.checkpoint.dir : opts.resume;
     const result = await train(cfg, { overwrite: opts.overwrite ?? false, ...(resume !== undefined ? { resume } : {}), ...(opts.stopAt !== undefined ? { stopAt: opts.stopAt } : {}) });
     const first = result.steps[0];
     const last = result.steps[result.steps.length - 1];
-    if (first !== undefined && last !== undefined) {
+    if (result.interrupted) {
+      process.stderr.write(
+        `interrupted after step ${last?.step ?? '(none)'}` +
+          (result.checkpoint !== undefined ? `; checkpoint ${result.checkpoint}; continue with: loongtrain train ${process.argv.slice(3).filter((a) => a !== '--overwrite').join(' ')} --resume\n` : '\n'),
+      );
+      process.exitCode = 130;
+    } else if (first !== undefined && last !== undefined) {
       process.stderr.write(
         `done: steps ${first.step}–${last.step}, loss ${first.loss.toFixed(4)} → ${last.loss.toFixed(4)} in ${result.wallSeconds.toFixed(1)} s` +
           (result.checkpoint !== undefined ? `; checkpoint ${result.checkpoint}` : '') +
@@ -52,6 +58,18 @@ const SUITE_FLAGS: Record<'layouts' | 'attention', Partial<Record<keyof BenchFla
 };
 
 const num = (v: string): number => Number(v);
+
+/** A commander parser for a positive integer flag: a clear error instead of NaN downstream. */
+function positiveInt(flag: string): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${flag} ${JSON.stringify(v)} is invalid: it must be a positive integer`);
+    return n;
+  };
+}
+
+/** Failures a user fixes through the config: their message says what to change, so no stack trace. */
+const USER_FIXABLE = new Set(['ArenaExhaustedError', 'CommTimeoutError', 'ConfigError', 'SafetensorsError']);
 
 program
   .command('bench')
@@ -106,7 +124,10 @@ try {
     process.stderr.write(`loongtrain: ${e.message}\n`);
     process.exitCode = 2;
   } else if (e instanceof RankFailedError) {
-    process.stderr.write(`loongtrain: ${e.stack ?? e.message}\n`);
+    const cause = e.cause instanceof Error ? e.cause : undefined;
+    const hint = cause?.name === 'CommTimeoutError' ? '\n  (if the job is only slow, not stuck, raise train.commTimeoutMs)' : '';
+    const stack = cause === undefined || USER_FIXABLE.has(cause.name) ? '' : `\nrank ${e.rank} stack:\n${cause.stack ?? '(none)'}`;
+    process.stderr.write(`loongtrain: ${e.message}${hint}${stack}\n`);
     process.exitCode = 1;
   } else {
     throw e;

@@ -142,7 +142,8 @@ function loadFile(file: string): string[] {
   if (!TEXT_EXTENSIONS.includes(ext)) {
     throw new ConfigError(`data file ${file}: unsupported extension ${JSON.stringify(ext)}; expected one of ${TEXT_EXTENSIONS.join(', ')}`);
   }
-  const text = readFileSync(file, 'utf8');
+  // Editors on some systems start UTF-8 files with a byte-order mark; it is not text.
+  const text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
   if (text.trim().length === 0) throw new ConfigError(`data file ${file} is empty; expected ${ext === '.txt' ? 'text' : 'one JSON object with a string field "text" per line'}`);
   return ext === '.txt' ? [text] : parseJsonl(file, text);
 }
@@ -158,7 +159,10 @@ function parseJsonl(file: string, text: string): string[] {
     } catch (e) {
       throw new ConfigError(`${where} is not valid JSON (${(e as Error).message}); expected one JSON object like {"text": "..."} per line`);
     }
-    const t = typeof value === 'object' && value !== null ? (value as Record<string, unknown>).text : undefined;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new ConfigError(`${where} is ${Array.isArray(value) ? 'an array' : `a ${value === null ? 'null' : typeof value}`}, not an object; expected one JSON object like {"text": "..."} per line`);
+    }
+    const t = (value as Record<string, unknown>).text;
     if (typeof t !== 'string') {
       throw new ConfigError(`${where} has no string field "text" (got ${t === undefined ? 'none' : typeof t}); expected one JSON object like {"text": "..."} per line`);
     }

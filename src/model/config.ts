@@ -59,7 +59,7 @@ export function validateModelConfig(config: ModelConfig): ModelConfig {
   if ((dim / heads) % 2 !== 0) {
     const valid = divisors(dim).filter((h) => (dim / h) % 2 === 0 && h % kvHeads === 0);
     throw new ConfigError(
-      `headDim = model.dim / model.heads = ${dim}/${heads} = ${dim / heads} must be even for RoPE; heads that give an even headDim with kvHeads = ${kvHeads}: ${valid.join(', ') || 'none'}`,
+      `headDim = model.dim / model.heads = ${dim}/${heads} = ${Number((dim / heads).toFixed(2))} must be an even integer for RoPE; heads that give an even headDim with kvHeads = ${kvHeads}: ${valid.join(', ') || 'none'}`,
     );
   }
   return config;

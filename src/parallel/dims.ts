@@ -137,7 +137,7 @@ export class ParallelDims {
   }
 
   toString(): string {
-    return `dp=${this.dp} hp=${this.hp} cp=${this.cp} (${this.placement}, innerRingSize=${this.innerRingSize})`;
+    return `dp=${this.dp} hp=${this.hp} cp=${this.cp} innerRingSize=${this.innerRingSize} ${this.placement}`;
   }
 }
 

@@ -68,12 +68,12 @@ export function resolveCheckpoint(target: string): string {
 /**
  * Before a fresh (not resumed) run: refuse a checkpoint folder that already holds checkpoints,
  * since they would mix with this run's (pruning and --resume pick by step number), or, with
- * `overwrite`, delete them.
+ * `overwrite`, delete them. Returns the names of the deleted checkpoints.
  * @throws ConfigError naming the folder, its newest step and the two ways on.
  */
-export function prepareFreshCheckpointDir(dir: string, overwrite: boolean): void {
+export function prepareFreshCheckpointDir(dir: string, overwrite: boolean): string[] {
   const existing = listCheckpoints(dir);
-  if (existing.length === 0) return;
+  if (existing.length === 0) return [];
   if (!overwrite) {
     throw new ConfigError(
       `checkpoint.dir ${dir} already holds ${existing.length} checkpoint(s) of an earlier run (newest: step ${existing[existing.length - 1]!.step}); ` +
@@ -81,6 +81,7 @@ export function prepareFreshCheckpointDir(dir: string, overwrite: boolean): void
     );
   }
   for (const c of existing) rmSync(c.path, { recursive: true, force: true });
+  return existing.map((c) => checkpointDirName(c.step));
 }
 
 /** Write a checkpoint of `params` and `optimizer` into `dir` and keep the newest `keep`. Returns its path. */

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
 import { z } from 'zod';
 import { DATA_SOURCES } from '../data/sources.js';
@@ -133,6 +133,7 @@ export function loadConfig(path: string | undefined, overrides: readonly string[
   let raw: Record<string, unknown> = {};
   if (path !== undefined) {
     if (!existsSync(path)) throw new ConfigError(`config file ${path} does not exist`);
+    if (statSync(path).isDirectory()) throw new ConfigError(`config file ${path} is a directory; give a .toml file such as configs/demo.toml`);
     try {
       raw = parseToml(readFileSync(path, 'utf8'));
     } catch (e) {
@@ -141,7 +142,7 @@ export function loadConfig(path: string | undefined, overrides: readonly string[
   }
   for (const o of overrides) applyOverride(raw, o);
   const origin = path ?? 'the default config';
-  return parseConfig(raw, overrides.length > 0 ? `${origin} with --set ${overrides.join(' ')}` : origin);
+  return parseConfig(raw, overrides.length > 0 ? `${origin} with --set ${overrides.join(' --set ')}` : origin);
 }
 
 /**
@@ -208,7 +209,12 @@ function resolveConfig(cfg: ParsedConfig): { config?: Config; problems: string[]
     out.push('data.path is required when data.source = "files": give a .txt file, a .jsonl file or a folder of them');
   }
   if (optim.minLr > optim.lr) out.push(`optim.minLr = ${optim.minLr} is larger than optim.lr = ${optim.lr}; it must be ≤ lr`);
-  if (optim.warmupSteps > train.steps) out.push(`optim.warmupSteps = ${optim.warmupSteps} is larger than train.steps = ${train.steps}; it must be ≤ steps`);
+  if (optim.warmupSteps > train.steps) {
+    out.push(`optim.warmupSteps = ${optim.warmupSteps} is larger than train.steps = ${train.steps}; it must be ≤ steps (e.g. --set optim.warmupSteps=${Math.max(0, Math.floor(train.steps / 10))})`);
+  }
+  if (data.source === 'brown' && data.path !== undefined) {
+    out.push(`data.path = ${JSON.stringify(data.path)} is set but data.source = "brown" ignores it; set data.source = "files" to train on it, or remove data.path`);
+  }
   const tokVocab = TOKENIZER_VOCAB_SIZES[data.tokenizer];
   if (cfg.model.vocabSize !== undefined && cfg.model.vocabSize < tokVocab) {
     out.push(`model.vocabSize = ${cfg.model.vocabSize} is smaller than the ${data.tokenizer} tokenizer's ${tokVocab} tokens; use ≥ ${tokVocab} or omit it`);
@@ -238,7 +244,11 @@ function describeIssue(issue: Issue, raw: unknown): string[] {
   if (issue.code === 'unrecognized_keys') {
     if (path.length === 0) {
       const allowed = Object.keys(SECTIONS);
-      return issue.keys.map((k) => `unknown section [${k}]${suggest(k, allowed)}; allowed sections: ${allowed.join(', ')}`);
+      return issue.keys.map((k) =>
+        isTable((raw as Record<string, unknown>)[k])
+          ? `unknown section [${k}]${suggest(k, allowed)}; allowed sections: ${allowed.join(', ')}`
+          : `key ${k} stands outside any section; put it under its section (e.g. [train] steps = 20); sections: ${allowed.join(', ')}`,
+      );
     }
     const allowed = Object.keys(SECTIONS[path[0] as keyof typeof SECTIONS].shape);
     return issue.keys.map((k) => `unknown key ${key}.${k}${suggest(k, allowed)}; allowed keys of [${key}]: ${allowed.join(', ')}`);
@@ -266,7 +276,7 @@ function expectedText(expected: string, path: string[]): string {
     case 'number':
       return isIntKey(path) ? 'an integer' : 'a number';
     case 'string':
-      return 'a string';
+      return 'a string (quote it: key="2024")';
     case 'boolean':
       return 'true or false';
     case 'object':

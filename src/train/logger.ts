@@ -1,4 +1,4 @@
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { StepMetrics } from './metrics.js';
@@ -16,7 +16,8 @@ export class TrainLogger {
   readonly metricsPath: string;
 
   /**
-   * @param resumed append to an existing metrics file instead of starting a new one.
+   * @param resumed continue an existing metrics file: rows after `firstStep` (steps run after the
+   *   checkpoint the run resumes from, e.g. before a crash) are dropped so each step appears once.
    */
   constructor(
     logDir: string,
@@ -31,6 +32,7 @@ export class TrainLogger {
     mkdirSync(logDir, { recursive: true });
     this.metricsPath = join(logDir, 'metrics.jsonl');
     if (!resumed) writeFileSync(this.metricsPath, '');
+    else keepStepsUpTo(this.metricsPath, firstStep);
     if (this.mode === 'bar') {
       this.bar = new cliProgress.SingleBar(
         { format: 'step {value}/{total} [{bar}] loss {loss} | lr {lr} | {tps} tok/s | TGS {tgs} | MFU {mfu} | eta {eta_formatted}', hideCursor: true, stream: process.stderr },
@@ -83,4 +85,12 @@ export class TrainLogger {
   close(): void {
     this.bar?.stop();
   }
+}
+
+function keepStepsUpTo(path: string, lastStep: number): void {
+  if (!existsSync(path)) return;
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim() !== '' && (JSON.parse(line) as { step: number }).step <= lastStep);
+  writeFileSync(path, kept.map((l) => l + '\n').join(''));
 }

@@ -26,6 +26,11 @@ export interface RankTrainArgs {
   resumeFrom?: string;
   /** Last step to run (≤ config.train.steps); a checkpoint is written there. */
   stopAt: number;
+  /**
+   * Set to non-zero by the launcher (on Ctrl-C) to stop after the current step with a
+   * checkpoint. An Int32Array over a SharedArrayBuffer of one element.
+   */
+  stopRequest?: Int32Array;
 }
 
 export interface RankTrainResult {
@@ -160,8 +165,22 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
     const lr = schedule.lr(step);
     if (Number.isFinite(gradNorm)) optimizer.update(lr);
     losses.push(loss);
+    // Timed before any checkpoint so that saving does not show up as a slow step.
+    const report: RankStepReport = {
+      kind: 'step',
+      step,
+      loss,
+      lr,
+      gradNorm,
+      stepMs: performance.now() - t0,
+      peakBytes: ctx.arena.stats().peakBytes,
+      commWaitMs: totalWaitMs(ctx) - waitBefore,
+    };
+    ctx.report(report);
 
-    if (step === args.stopAt || (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every === 0)) {
+    // Every rank must stop at the same step: agree on the launcher's stop request collectively.
+    const stopping = args.stopRequest !== undefined && anyRank(world, Atomics.load(args.stopRequest, 0) !== 0);
+    if (stopping || step === args.stopAt || (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every === 0)) {
       if (ctx.rank === 0) {
         const state: TrainerState = {
           format: 1,
@@ -182,19 +201,16 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       }
       world.barrier();
     }
-    const report: RankStepReport = {
-      kind: 'step',
-      step,
-      loss,
-      lr,
-      gradNorm,
-      stepMs: performance.now() - t0,
-      peakBytes: ctx.arena.stats().peakBytes,
-      commWaitMs: totalWaitMs(ctx) - waitBefore,
-    };
-    ctx.report(report);
+    if (stopping) break;
   }
   return checkpoint === undefined ? { losses } : { losses, checkpoint };
+}
+
+/** Whether `flag` is true on any rank of `group` (the same answer on every rank). */
+function anyRank(group: ProcessGroup, flag: boolean): boolean {
+  const buf = new Float32Array([flag ? 1 : 0]);
+  group.allReduce(buf);
+  return buf[0]! > 0;
 }
 
 function totalWaitMs(ctx: RankContext): number {

@@ -33,6 +33,8 @@ export interface TrainResult {
   steps: StepMetrics[];
   /** Last checkpoint written. */
   checkpoint?: string;
+  /** The run stopped early on Ctrl-C (after saving a checkpoint). */
+  interrupted: boolean;
   wallSeconds: number;
 }
 
@@ -69,7 +71,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   stream.set(tokens);
   const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed);
 
-  if (resumeFrom === undefined) prepareFreshCheckpointDir(cfg.checkpoint.dir, opts.overwrite ?? false);
+  const deleted = resumeFrom === undefined ? prepareFreshCheckpointDir(cfg.checkpoint.dir, opts.overwrite ?? false) : [];
   const logger = new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out);
   mkdirSync(cfg.log.dir, { recursive: true });
   writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(cfg));
@@ -78,11 +80,12 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   const tokensPerStep = sequencesPerStep * cfg.train.seqLen;
   const flopsPerStep = 3 * sequencesPerStep * modelFlops(cfg.model, cfg.train.seqLen, cfg.train.causal);
   logger.info(
-    `loongtrain: ${dims.world} rank${dims.world === 1 ? '' : 's'} (${dims}), kernels ${cfg.train.kernels}, ${docs.length} documents, ` +
-      `${stream.length} ${tokenizer.name} tokens (${sampler.count} sequences of ${cfg.train.seqLen}), steps ${firstStep + 1}–${stopAt}` +
+    `loongtrain: ${plural(dims.world, 'rank')} (${dims}), kernels ${cfg.train.kernels}, ${plural(docs.length, 'document')}, ` +
+      `${stream.length} ${tokenizer.name} tokens (${sampler.count} sequences of ${cfg.train.seqLen}), ${firstStep + 1 === stopAt ? `step ${stopAt}` : `steps ${firstStep + 1}–${stopAt}`}` +
       (resumeFrom !== undefined ? `, resuming from ${resumeFrom}` : '') +
       `; peak ${(peak.flops / 1e9).toFixed(1)} GFLOP/s per rank (${peak.source})`,
   );
+  if (deleted.length > 0) logger.info(`--overwrite: deleted ${deleted.length} earlier checkpoint${deleted.length === 1 ? '' : 's'} in ${cfg.checkpoint.dir} (${deleted.join(', ')})`);
 
   const pending = new Map<number, RankStepReport[]>();
   const steps: StepMetrics[] = [];
@@ -102,7 +105,16 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       logger.step(metrics);
     }
   };
-  const args: RankTrainArgs = { config: cfg, tokenizer: tokenizer.name, stream, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
+  // Ctrl-C: the first asks every rank to stop after its current step and save a checkpoint;
+  // a second one ends the process at once.
+  const stopRequest = new Int32Array(new SharedArrayBuffer(4));
+  const onInterrupt = (): void => {
+    if (Atomics.load(stopRequest, 0) !== 0) process.exit(130);
+    Atomics.store(stopRequest, 0, 1);
+    logger.info('interrupt: stopping after the current step and saving a checkpoint (Ctrl-C again to quit at once)');
+  };
+  process.on('SIGINT', onInterrupt);
+  const args: RankTrainArgs = { config: cfg, tokenizer: tokenizer.name, stream, stopAt, stopRequest, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
   let results: RankTrainResult[];
   const traces: TraceEvent[][] = [];
   try {
@@ -122,11 +134,17 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       logger.info(`trace: ${spans} spans of ${dims.world} rank${dims.world === 1 ? '' : 's'} written to ${path} (open in https://ui.perfetto.dev)`);
     }
   } finally {
+    process.off('SIGINT', onInterrupt);
     logger.close();
   }
   const wallSeconds = (performance.now() - started) / 1000;
   const checkpoint = results[0]?.checkpoint;
-  return checkpoint === undefined ? { steps, wallSeconds } : { steps, checkpoint, wallSeconds };
+  const interrupted = Atomics.load(stopRequest, 0) !== 0 && (steps[steps.length - 1]?.step ?? firstStep) < stopAt;
+  return { steps, wallSeconds, interrupted, ...(checkpoint !== undefined ? { checkpoint } : {}) };
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 /**

@@ -43,7 +43,9 @@ export class RankFailedError extends Error {
     const original = new Error(info.message);
     original.name = info.name;
     original.stack = info.stack;
-    super(`rank ${rank} failed: ${info.message}`, { cause: original });
+    // Errors raised inside a rank usually name it already ("rank 3: …"); say it once.
+    const prefix = `rank ${rank}: `;
+    super(`rank ${rank} failed: ${info.message.startsWith(prefix) ? info.message.slice(prefix.length) : info.message}`, { cause: original });
     this.name = 'RankFailedError';
     this.rank = rank;
     this.stack = `${this.stack ?? ''}\nrank ${rank} stack: ${info.stack}`;
