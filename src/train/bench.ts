@@ -2,34 +2,36 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
+import { resolveLayout, type LayoutRequest } from '../parallel/presets.js';
 import { machineInfo, median, type MachineInfo } from './bench-common.js';
 import type { Config } from './config.js';
 import { train } from './train.js';
 
-/** A parallel layout to benchmark, by name. */
+/** A parallel layout to benchmark, by name: a [parallel] request resolved by parallel/presets.ts. */
 export interface BenchLayout {
   name: string;
-  dp: number;
-  hp: number;
-  cp: number;
-  placement: 'head-first' | 'context-first';
+  request: LayoutRequest;
 }
 
 /**
- * The default comparison at sp = 4: one rank, DeepSpeed-Ulysses (hp = sp), Megatron-style
- * zigzag context parallelism (cp = sp), and 2D-Attention hp = 2 × cp = 2 in both placements.
+ * The default comparison at sp = 4 (LoongTrain §5 baselines): one rank, DeepSpeed-Ulysses,
+ * Megatron-style zigzag ring, USP (2D, one ring) in both placements, and LoongTrain (2D with a
+ * double ring of inner size 2).
  */
 export const DEFAULT_LAYOUTS: readonly BenchLayout[] = [
-  { name: 'single', dp: 1, hp: 1, cp: 1, placement: 'head-first' },
-  { name: 'ulysses-sp4', dp: 1, hp: 4, cp: 1, placement: 'head-first' },
-  { name: 'ring-sp4', dp: 1, hp: 1, cp: 4, placement: 'head-first' },
-  { name: '2d-hp2-cp2-head-first', dp: 1, hp: 2, cp: 2, placement: 'head-first' },
-  { name: '2d-hp2-cp2-context-first', dp: 1, hp: 2, cp: 2, placement: 'context-first' },
+  { name: 'single', request: { dp: 1, placement: 'head-first' } },
+  { name: 'ulysses', request: { dp: 1, placement: 'head-first', preset: 'ulysses', sp: 4 } },
+  { name: 'ring', request: { dp: 1, placement: 'head-first', preset: 'ring', sp: 4 } },
+  { name: 'usp head-first', request: { dp: 1, placement: 'head-first', preset: 'usp', sp: 4, hp: 2 } },
+  { name: 'usp context-first', request: { dp: 1, placement: 'context-first', preset: 'usp', sp: 4, hp: 2 } },
+  { name: 'loongtrain w=2', request: { dp: 1, placement: 'head-first', preset: 'loongtrain', sp: 4, hp: 1, innerRingSize: 2 } },
 ];
 
 export interface LayoutResult {
   layout: string;
   ranks: number;
+  /** hp × cp and the inner ring size w, e.g. "1×4 w=2". */
+  grid: string;
   steps: number;
   /** Medians over the measured steps (the first `warmup` steps are dropped). */
   median: { stepMs: number; tokensPerSec: number; tgs: number; mfu: number; commWaitShare: number; peakBytesPerRank: number };
@@ -55,14 +57,16 @@ export interface BenchReport {
  */
 export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[], steps: number, warmup: number): Promise<BenchReport> {
   // Check every layout first, so a misfit is reported before minutes of earlier layouts run.
-  for (const l of layouts) {
-    validateLayout(new ParallelDims({ dp: l.dp, hp: l.hp, cp: l.cp, placement: l.placement }), { heads: cfg.model.heads, kvHeads: cfg.model.kvHeads, seqLen: cfg.train.seqLen });
-  }
+  const resolved = layouts.map((l) => {
+    const parallel = resolveLayout(l.request);
+    validateLayout(new ParallelDims(parallel), { heads: cfg.model.heads, kvHeads: cfg.model.kvHeads, seqLen: cfg.train.seqLen });
+    return { name: l.name, parallel };
+  });
   const scratch = mkdtempSync(join(os.tmpdir(), 'loongtrain-bench-'));
   const results: LayoutResult[] = [];
   try {
-    for (const layout of layouts) {
-      const parallel = { dp: layout.dp, hp: layout.hp, cp: layout.cp, innerRingSize: layout.cp, placement: layout.placement };
+    for (const layout of resolved) {
+      const { parallel } = layout;
       const dims = new ParallelDims(parallel);
       const run = await train({
         ...cfg,
@@ -77,6 +81,7 @@ export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[],
       results.push({
         layout: layout.name,
         ranks: dims.world,
+        grid: `${dims.hp}×${dims.cp} w=${dims.innerRingSize}`,
         steps: measured.length,
         median: {
           stepMs,
@@ -104,10 +109,11 @@ export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[],
 
 /** A fixed-width table of a report, for people. */
 export function formatBenchTable(report: BenchReport): string {
-  const head = ['layout', 'ranks', 'step ms', 'ratio', 'tok/s', 'TGS', 'MFU %', 'comm wait %', 'peak MiB/rank'];
+  const head = ['layout', 'ranks', 'hp×cp', 'step ms', 'ratio', 'tok/s', 'TGS', 'MFU %', 'comm wait %', 'peak MiB/rank'];
   const rows = report.results.map((r) => [
     r.layout,
     String(r.ranks),
+    r.grid,
     r.median.stepMs.toFixed(1),
     r.stepTimeRatio.toFixed(2),
     r.median.tokensPerSec.toFixed(0),
