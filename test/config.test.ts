@@ -39,7 +39,7 @@ describe('defaults and files', () => {
     assert.deepEqual(cfg.parallel, { dp: 1, hp: 1, cp: 1, innerRingSize: 1, placement: 'head-first' });
     assert.deepEqual(cfg.optim, { lr: 3e-3, minLr: 3e-4, warmupSteps: 10, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
     assert.deepEqual(cfg.train, { steps: 100, seqLen: 256, batchSize: 1, seed: 1234, arenaMiB: 512, commTimeoutMs: 60000, kernels: 'reference', causal: true });
-    assert.deepEqual(cfg.checkpoint, { dir: 'runs/checkpoints', every: 0, keep: 2 });
+    assert.deepEqual(cfg.save, { dir: 'runs/checkpoints', every: 0, keep: 2 });
     assert.deepEqual(cfg.log, { dir: 'runs', every: 1, progress: 'auto', trace: false });
   });
 
@@ -54,7 +54,7 @@ describe('defaults and files', () => {
     assert.deepEqual(cfg.data, { source: 'brown', tokenizer: 'byte' });
     assert.equal(cfg.model.vocabSize, 257, 'vocabulary from the byte tokenizer');
     assert.equal(cfg.train.seqLen % (2 * cfg.parallel.hp * cfg.parallel.cp), 0, 'seqLen shards over sp = 4');
-    assert.equal(cfg.checkpoint.dir, 'runs/demo/checkpoints');
+    assert.equal(cfg.save.dir, 'runs/demo/checkpoints');
     assert.equal(cfg.log.dir, 'runs/demo');
   });
 
@@ -111,7 +111,7 @@ describe('validation errors', () => {
   });
 
   test('unknown section lists the sections', () => {
-    configError(() => parseConfig({ modle: {} }), 'unknown section [modle]', 'did you mean model?', 'model, data, parallel, optim, train, checkpoint, log');
+    configError(() => parseConfig({ modle: {} }), 'unknown section [modle]', 'did you mean model?', 'model, data, parallel, optim, train, save, log');
   });
 
   test('wrong types and ranges name the key, the value and what is allowed', () => {

@@ -141,7 +141,7 @@ test('train with log.trace writes <log.dir>/trace.json with every rank and its c
   const cfg = loadConfig(undefined, [
     'model.dim=16', 'model.layers=1', 'model.heads=2', 'model.kvHeads=2', 'model.ffnDim=32',
     'train.seqLen=16', 'train.steps=1', 'optim.warmupSteps=1', 'parallel.hp=2',
-    'log.progress=plain', 'log.trace=true', `log.dir=${dir}`, `checkpoint.dir=${join(dir, 'checkpoints')}`,
+    'log.progress=plain', 'log.trace=true', `log.dir=${dir}`, `save.dir=${join(dir, 'checkpoints')}`,
   ]);
   await train(cfg, { out: (line) => lines.push(line) });
   const path = join(dir, 'trace.json');

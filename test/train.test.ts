@@ -21,7 +21,7 @@ function config(overrides: string[] = []) {
   return loadConfig(undefined, [
     'model.dim=32', 'model.layers=2', 'model.heads=4', 'model.kvHeads=2', 'model.ffnDim=64',
     'train.seqLen=64', 'train.steps=10', 'optim.warmupSteps=2', 'optim.lr=1e-2', 'optim.minLr=1e-3',
-    'log.progress=none', `log.dir=${dir}`, `checkpoint.dir=${join(dir, 'checkpoints')}`,
+    'log.progress=none', `log.dir=${dir}`, `save.dir=${join(dir, 'checkpoints')}`,
     ...overrides,
   ]);
 }
@@ -84,7 +84,7 @@ describe('checkpoints and resume', () => {
     const cfg = config(['train.steps=6']);
     const first = await train(cfg, { stopAt: 3 });
     assert.ok(first.checkpoint !== undefined && existsSync(join(first.checkpoint, 'model.safetensors')));
-    const second = await train(cfg, { resume: cfg.checkpoint.dir });
+    const second = await train(cfg, { resume: cfg.save.dir });
     assert.deepEqual([...first.steps, ...second.steps].map((s) => s.loss), full);
     assert.deepEqual(second.steps.map((s) => s.step), [4, 5, 6]);
   });
@@ -93,23 +93,23 @@ describe('checkpoints and resume', () => {
     const full = await losses(['train.steps=6']);
     const cfg = config(['train.steps=6', 'parallel.hp=2', 'parallel.cp=2']);
     await train(cfg, { stopAt: 3 });
-    const resumed = await train({ ...cfg, parallel: { ...cfg.parallel, hp: 1, cp: 1, innerRingSize: 1 } }, { resume: cfg.checkpoint.dir });
+    const resumed = await train({ ...cfg, parallel: { ...cfg.parallel, hp: 1, cp: 1, innerRingSize: 1 } }, { resume: cfg.save.dir });
     assertClose(resumed.steps.map((s) => s.loss), full.slice(3), 1e-5, 'resumed on one rank');
   });
 
   it('resuming with a different model shape is refused, naming what differs', async () => {
     const cfg = config(['train.steps=2']);
     await train(cfg);
-    const other = config(['train.steps=4', 'model.dim=64', `checkpoint.dir=${cfg.checkpoint.dir}`]);
-    await assert.rejects(train(other, { resume: cfg.checkpoint.dir }), (e: Error) => e instanceof ConfigError && /model\.dim: checkpoint 32, config 64/.test(e.message));
+    const other = config(['train.steps=4', 'model.dim=64', `save.dir=${cfg.save.dir}`]);
+    await assert.rejects(train(other, { resume: cfg.save.dir }), (e: Error) => e instanceof ConfigError && /model\.dim: checkpoint 32, config 64/.test(e.message));
   });
 
   it('a resumed run must consume data at the same rate (dp × batchSize) and with the same seed', async () => {
     const cfg = config(['train.steps=4']);
     await train(cfg, { stopAt: 2 });
-    await assert.rejects(train({ ...cfg, train: { ...cfg.train, batchSize: 2 } }, { resume: cfg.checkpoint.dir }), (e: Error) =>
+    await assert.rejects(train({ ...cfg, train: { ...cfg.train, batchSize: 2 } }, { resume: cfg.save.dir }), (e: Error) =>
       e instanceof ConfigError && /sequences per step \(parallel\.dp × train\.batchSize\): checkpoint 1, config 2/.test(e.message));
-    await assert.rejects(train({ ...cfg, train: { ...cfg.train, seed: 99 } }, { resume: cfg.checkpoint.dir }), (e: Error) =>
+    await assert.rejects(train({ ...cfg, train: { ...cfg.train, seed: 99 } }, { resume: cfg.save.dir }), (e: Error) =>
       e instanceof ConfigError && /train\.seed: checkpoint 1234, config 99/.test(e.message));
   });
 
@@ -120,12 +120,12 @@ describe('checkpoints and resume', () => {
     const again = await train({ ...cfg, train: { ...cfg.train, steps: 1 }, optim: { ...cfg.optim, warmupSteps: 1 } }, { overwrite: true });
     assert.match(again.checkpoint ?? '', /step-00000001$/);
     const { listCheckpoints } = await import('../src/train/checkpoint.js');
-    assert.deepEqual(listCheckpoints(cfg.checkpoint.dir).map((c) => c.step), [1]);
+    assert.deepEqual(listCheckpoints(cfg.save.dir).map((c) => c.step), [1]);
   });
 
   it('--resume without a checkpoint says so', async () => {
     const cfg = config();
-    await assert.rejects(train(cfg, { resume: cfg.checkpoint.dir }), (e: Error) => e instanceof ConfigError && /no checkpoint in/.test(e.message));
+    await assert.rejects(train(cfg, { resume: cfg.save.dir }), (e: Error) => e instanceof ConfigError && /no checkpoint in/.test(e.message));
   });
 });
 
@@ -191,7 +191,7 @@ describe('the loongtrain command', () => {
   it('trains and reports the loss drop', async () => {
     const dir = join(root, 'cli');
     const { stderr } = await run(process.execPath, [cli, 'train', '--set', 'train.steps=3', '--set', 'optim.warmupSteps=1', '--set', 'train.seqLen=32', '--set', 'model.dim=16',
-      '--set', 'log.progress=plain', '--set', `log.dir=${dir}`, '--set', `checkpoint.dir=${dir}/ck`]);
+      '--set', 'log.progress=plain', '--set', `log.dir=${dir}`, '--set', `save.dir=${dir}/ck`]);
     assert.match(stderr, /step 3 \| loss [\d.]+ \| lr/);
     assert.match(stderr, /done: steps 1–3, loss [\d.]+ → [\d.]+ in [\d.]+ s; checkpoint .*step-00000003/);
     assert.ok(existsSync(join(dir, 'metrics.jsonl')));
@@ -200,7 +200,7 @@ describe('the loongtrain command', () => {
   it('Ctrl-C stops every rank after the current step with a checkpoint, and --resume continues without duplicate metrics', async () => {
     const dir = join(root, 'interrupt');
     const args = [cli, 'train', '--set', 'train.steps=200', '--set', 'optim.warmupSteps=1', '--set', 'train.seqLen=32', '--set', 'model.dim=16', '--set', 'parallel.cp=2',
-      '--set', 'log.progress=plain', '--set', `log.dir=${dir}`, '--set', `checkpoint.dir=${dir}/ck`];
+      '--set', 'log.progress=plain', '--set', `log.dir=${dir}`, '--set', `save.dir=${dir}/ck`];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {

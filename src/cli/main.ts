@@ -15,12 +15,12 @@ program
   .description('train a model as a TOML config says (docs/config.md), one worker thread per rank')
   .option('-c, --config <file>', 'TOML config file (default: built-in defaults)')
   .option('-s, --set <key=value>', 'override a config key, e.g. --set parallel.cp=4 (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-  .addOption(new Option('-r, --resume [dir]', 'resume from the newest checkpoint in checkpoint.dir, or from the given checkpoint folder'))
-  .option('--overwrite', 'on a fresh run, delete the checkpoints already in checkpoint.dir instead of refusing to start')
+  .addOption(new Option('-r, --resume [dir]', 'resume from the newest checkpoint in save.dir, or from the given checkpoint folder'))
+  .option('--overwrite', 'on a fresh run, delete the checkpoints already in save.dir instead of refusing to start')
   .option('--stop-at <step>', 'stop after this step and write a checkpoint (resume later with --resume)', positiveInt('--stop-at'))
   .action(async (opts: { config?: string; set: string[]; resume?: string | true; stopAt?: number; overwrite?: boolean }) => {
     const cfg = loadConfig(opts.config, opts.set);
-    const resume = opts.resume === true ? cfg.checkpoint.dir : opts.resume;
+    const resume = opts.resume === true ? cfg.save.dir : opts.resume;
     const result = await train(cfg, { overwrite: opts.overwrite ?? false, ...(resume !== undefined ? { resume } : {}), ...(opts.stopAt !== undefined ? { stopAt: opts.stopAt } : {}) });
     const first = result.steps[0];
     const last = result.steps[result.steps.length - 1];

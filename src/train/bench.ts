@@ -73,7 +73,7 @@ export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[],
         parallel,
         train: { ...cfg.train, steps, batchSize: cfg.train.batchSize },
         optim: { ...cfg.optim, warmupSteps: Math.min(cfg.optim.warmupSteps, steps) },
-        checkpoint: { ...cfg.checkpoint, dir: join(scratch, layout.name, 'checkpoints'), every: 0 },
+        save: { ...cfg.save, dir: join(scratch, layout.name, 'checkpoints'), every: 0 },
         log: { ...cfg.log, dir: join(scratch, layout.name), progress: 'none' },
       });
       const measured = run.steps.slice(warmup);

@@ -76,8 +76,8 @@ export function prepareFreshCheckpointDir(dir: string, overwrite: boolean): stri
   if (existing.length === 0) return [];
   if (!overwrite) {
     throw new ConfigError(
-      `checkpoint.dir ${dir} already holds ${existing.length} checkpoint(s) of an earlier run (newest: step ${existing[existing.length - 1]!.step}); ` +
-        'continue that run with --resume, choose another checkpoint.dir, or pass --overwrite to delete them',
+      `save.dir ${dir} already holds ${existing.length} checkpoint(s) of an earlier run (newest: step ${existing[existing.length - 1]!.step}); ` +
+        'continue that run with --resume, choose another save.dir, or pass --overwrite to delete them',
     );
   }
   for (const c of existing) rmSync(c.path, { recursive: true, force: true });

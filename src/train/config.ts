@@ -75,7 +75,7 @@ const trainSchema = z.strictObject({
   causal: z.boolean().default(true),
 });
 
-const checkpointSchema = z.strictObject({
+const saveSchema = z.strictObject({
   dir: z.string().min(1).default('runs/checkpoints'),
   every: int(0).default(0),
   keep: int(1).default(2),
@@ -96,7 +96,7 @@ const SECTIONS = {
   parallel: parallelSchema,
   optim: optimSchema,
   train: trainSchema,
-  checkpoint: checkpointSchema,
+  save: saveSchema,
   log: logSchema,
 };
 
@@ -107,7 +107,7 @@ const configSchema = z.strictObject({
   parallel: parallelSchema.prefault({}),
   optim: optimSchema.prefault({}),
   train: trainSchema.prefault({}),
-  checkpoint: checkpointSchema.prefault({}),
+  save: saveSchema.prefault({}),
   log: logSchema.prefault({}),
 });
 
@@ -124,7 +124,7 @@ export type Config = Omit<ParsedConfig, 'model' | 'parallel'> & {
 
 /**
  * Read `path` (TOML; undefined = no file, all defaults), apply `overrides` in order, validate.
- * Relative paths inside the config (data.path, checkpoint.dir, log.dir) stay relative to the
+ * Relative paths inside the config (data.path, save.dir, log.dir) stay relative to the
  * working directory.
  * @throws ConfigError: missing file, TOML syntax error (with line and column), malformed
  * override, or every validation problem at once (see parseConfig).

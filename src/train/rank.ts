@@ -180,7 +180,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
 
     // Every rank must stop at the same step: agree on the launcher's stop request collectively.
     const stopping = args.stopRequest !== undefined && anyRank(world, Atomics.load(args.stopRequest, 0) !== 0);
-    if (stopping || step === args.stopAt || (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every === 0)) {
+    if (stopping || step === args.stopAt || (cfg.save.every > 0 && step % cfg.save.every === 0)) {
       if (ctx.rank === 0) {
         const state: TrainerState = {
           format: 1,
@@ -196,7 +196,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
           layout: dims.toString(),
           rngState: cfg.train.seed,
         };
-        checkpoint = saveCheckpoint(cfg.checkpoint.dir, state, params, optimizer.exportState(), cfg.checkpoint.keep);
+        checkpoint = saveCheckpoint(cfg.save.dir, state, params, optimizer.exportState(), cfg.save.keep);
         ctx.report({ kind: 'checkpoint', step, path: checkpoint } satisfies CheckpointReport);
       }
       world.barrier();

@@ -20,7 +20,7 @@ import { writeTraceFile } from './trace-file.js';
 export interface TrainOptions {
   /** Resume from this checkpoint folder, or the newest checkpoint inside it. */
   resume?: string;
-  /** On a fresh run, delete checkpoints already in checkpoint.dir instead of refusing to start. */
+  /** On a fresh run, delete checkpoints already in save.dir instead of refusing to start. */
   overwrite?: boolean;
   /** Stop after this step (writing a checkpoint there) instead of config.train.steps. */
   stopAt?: number;
@@ -71,7 +71,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   stream.set(tokens);
   const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed);
 
-  const deleted = resumeFrom === undefined ? prepareFreshCheckpointDir(cfg.checkpoint.dir, opts.overwrite ?? false) : [];
+  const deleted = resumeFrom === undefined ? prepareFreshCheckpointDir(cfg.save.dir, opts.overwrite ?? false) : [];
   const logger = new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out);
   mkdirSync(cfg.log.dir, { recursive: true });
   writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(cfg));
@@ -85,7 +85,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       (resumeFrom !== undefined ? `, resuming from ${resumeFrom}` : '') +
       `; peak ${(peak.flops / 1e9).toFixed(1)} GFLOP/s per rank (${peak.source})`,
   );
-  if (deleted.length > 0) logger.info(`--overwrite: deleted ${deleted.length} earlier checkpoint${deleted.length === 1 ? '' : 's'} in ${cfg.checkpoint.dir} (${deleted.join(', ')})`);
+  if (deleted.length > 0) logger.info(`--overwrite: deleted ${deleted.length} earlier checkpoint${deleted.length === 1 ? '' : 's'} in ${cfg.save.dir} (${deleted.join(', ')})`);
 
   const pending = new Map<number, RankStepReport[]>();
   const steps: StepMetrics[] = [];
