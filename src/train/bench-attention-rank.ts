@@ -12,20 +12,13 @@ import { getKernels } from '../kernels/registry.js';
 import { ParallelDims } from '../parallel/dims.js';
 import { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
+import type { AttentionBenchOptions } from './bench-attention.js';
 
-export interface AttentionBenchRankArgs {
+export interface AttentionBenchRankArgs extends AttentionBenchOptions {
   hp: number;
   cp: number;
   /** Inner ring size w of Double-Ring-Attention; cp = one plain ring. */
   innerRingSize: number;
-  seqLen: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  causal: boolean;
-  warmup: number;
-  reps: number;
-  seed: number;
 }
 
 /** Traffic of one pass, by group kind. */
