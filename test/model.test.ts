@@ -202,6 +202,9 @@ class CapturingCore implements AttentionCore {
   backward(saved: AttentionSaved): void {
     saved.out.free();
   }
+  release(saved: AttentionSaved): void {
+    saved.out.free();
+  }
 }
 
 describe('RoPE inside the model uses global positions (F6)', () => {

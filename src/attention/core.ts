@@ -2,23 +2,33 @@ import type { Tensor } from '../tensor/tensor.js';
 
 /**
  * What attention keeps from its forward for its backward. Selective Checkpoint++ keeps exactly
- * this (the output and its LSE), so recomputation never re-runs distributed attention.
+ * this (the output, its LSE and the core's own inputs), so recomputation never re-runs
+ * distributed attention.
  */
 export interface AttentionSaved {
   /** Attention output for this rank's tokens, [T, H, d] in the rank's token order. */
   out: Tensor;
-  /** Opaque per-core state (e.g. merged output and LSE in the head-split layout). */
+  /**
+   * Opaque per-core state: everything the core's backward needs besides `out` (its own copy of
+   * q/k/v, the LSE; e.g. head-split q/k/v and the merged output and LSE for 2D-Attention).
+   */
   state: unknown;
 }
 
 /**
  * Attention over this rank's share of the sequence: the model layer hands it the rank's
  * T = S/sp tokens with RoPE already applied, and gets back the output for the same tokens.
- * Implementations: single-rank local attention, and 2D-Attention (Ulysses × ring).
+ * The core keeps what its backward needs, so the caller may free q, k and v right after
+ * `forward`. Implementations: single-rank local attention, and 2D-Attention (Ulysses × ring).
  */
 export interface AttentionCore {
-  /** q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d]. */
+  /** q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d]; q, k, v are not kept. */
   forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved;
-  /** From dOut [T, H, d], accumulate into dq [T, H, d], dk and dv [T, Hkv, d]. Frees the saved state. */
-  backward(saved: AttentionSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void;
+  /** From dOut [T, H, d], accumulate into dq [T, H, d], dk and dv [T, Hkv, d]. Frees saved.out and the saved state. */
+  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void;
+  /**
+   * Free saved.out and the saved state without a backward (a checkpointed layer that will
+   * recompute the forward). `saved` must not be used afterwards.
+   */
+  release(saved: AttentionSaved): void;
 }

@@ -57,14 +57,18 @@ export function checkQkvShapes(shape: AttentionShape, q: Tensor, k: Tensor, v: T
   return t;
 }
 
-/** Saved state of {@link LocalAttention}: the LSE of `saved.out`, [T, H]. */
+/** Saved state of {@link LocalAttention}: its own copies of q, k, v and the LSE of `saved.out`, [T, H]. */
 interface LocalState {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
   lse: Tensor;
 }
 
 /**
  * Attention of one rank over its whole sequence (sp = 1): q [T, H, d], k and v [T, Hkv, d].
- * The forward keeps the output and its LSE; the backward uses them (algorithms.md §5).
+ * The forward keeps copies of q, k, v, the output and its LSE; the backward uses them
+ * (algorithms.md §5).
  */
 export class LocalAttention implements AttentionCore {
   private readonly kernels: AttentionKernels;
@@ -79,34 +83,44 @@ export class LocalAttention implements AttentionCore {
   }
 
   /**
-   * q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d] (category 'activations') with
-   * its lse [T, H] in saved.state (category 'saved'), both from q's arena.
+   * q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d]; keeps copies of q, k, v and the
+   * lse [T, H] in saved.state. Everything kept is category 'saved', from q's arena.
    * @throws Error on shapes that do not match the constructor's heads/kvHeads/headDim.
    */
   forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved {
     const t = checkQkvShapes(this.shape, q, k, v);
     const { heads, headDim, causal } = this.shape;
-    const out = Tensor.zeros(q.arena, [t, heads, headDim], 'activations');
-    const lse = Tensor.zeros(q.arena, [t, heads], 'saved');
-    this.kernels.attentionForward(q, k, v, out, lse, { causal, scale: this.scale });
-    const state: LocalState = { lse };
+    const state: LocalState = {
+      q: Tensor.from(q.arena, q.shape, q.data, 'saved'),
+      k: Tensor.from(k.arena, k.shape, k.data, 'saved'),
+      v: Tensor.from(v.arena, v.shape, v.data, 'saved'),
+      lse: Tensor.zeros(q.arena, [t, heads], 'saved'),
+    };
+    const out = Tensor.zeros(q.arena, [t, heads, headDim], 'saved');
+    this.kernels.attentionForward(state.q, state.k, state.v, out, state.lse, { causal, scale: this.scale });
     return { out, state };
   }
 
   /**
    * Accumulate into dq [T, H, d], dk and dv [T, Hkv, d] from dOut [T, H, d]. Frees saved.out
-   * and the saved LSE: `saved` must not be used afterwards.
+   * and the saved state: `saved` must not be used afterwards.
+   * @throws Error naming the first of dOut, dq, dk, dv whose shape does not match the forward's.
    */
-  backward(saved: AttentionSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
-    const t = checkQkvShapes(this.shape, q, k, v);
+  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
+    const st = saved.state as LocalState;
+    const t = checkQkvShapes(this.shape, st.q, st.k, st.v);
     const { heads, kvHeads, headDim, causal } = this.shape;
     expectShape('dOut', dOut, t, heads, headDim);
     expectShape('dq', dq, t, heads, headDim);
     expectShape('dk', dk, t, kvHeads, headDim);
     expectShape('dv', dv, t, kvHeads, headDim);
-    const { lse } = saved.state as LocalState;
-    this.kernels.attentionBackward(q, k, v, saved.out, lse, dOut, dq, dk, dv, { causal, scale: this.scale });
-    lse.free();
-    saved.out.free();
+    this.kernels.attentionBackward(st.q, st.k, st.v, saved.out, st.lse, dOut, dq, dk, dv, { causal, scale: this.scale });
+    this.release(saved);
+  }
+
+  /** Free saved.out and the saved state without a backward. */
+  release(saved: AttentionSaved): void {
+    const st = saved.state as LocalState;
+    for (const x of [st.q, st.k, st.v, st.lse, saved.out]) x.free();
   }
 }

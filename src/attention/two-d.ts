@@ -72,7 +72,7 @@ export class TwoDAttention implements AttentionCore {
   }
 
   /**
-   * q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d] (category 'activations'). Keeps
+   * q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d] (category 'saved'). Keeps
    * q/k/v after the all-to-all and the ring's merged out and lse (category 'saved') in
    * saved.state. Its four all-to-alls (q, k, v in, out back) send (hp − 1)/hp · T·d·(2H + 2·max(Hkv, hp)) elements (algorithms.md §6).
    * @throws Error on shapes that do not match the constructor's.
@@ -83,26 +83,27 @@ export class TwoDAttention implements AttentionCore {
     const kH = this.kvToHeads(k);
     const vH = this.kvToHeads(v);
     const state: TwoDState = { q: qH, k: kH, v: vH, ring: this.ring.forward(qH, kH, vH) };
-    const out = Tensor.zeros(q.arena, [t, this.shape.heads, this.shape.headDim], 'activations');
+    const out = Tensor.zeros(q.arena, [t, this.shape.heads, this.shape.headDim], 'saved');
     gatherHeads(this.hpGroup, state.ring.out, out);
     return { out, state };
   }
 
   /**
-   * From dOut [T, H, d] accumulate into dq [T, H, d], dk and dv [T, Hkv, d]. q/k/v are only
-   * checked: the backward uses the head-split copies the forward kept. Frees saved.out and the
-   * saved state.
-   * @throws Error on wrong shapes, or when the ring's hops differ from the forward's (F2).
+   * From dOut [T, H, d] accumulate into dq [T, H, d], dk and dv [T, Hkv, d], using the
+   * head-split q/k/v and the merged out and lse the forward kept. Frees saved.out and the saved
+   * state.
+   * @throws Error naming the first of dOut, dq, dk, dv whose shape does not match the forward's,
+   * or when the ring's hops differ from the forward's (F2).
    */
-  backward(saved: AttentionSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
-    const t = checkQkvShapes(this.shape, q, k, v);
+  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
+    const t = saved.out.shape[0]!;
     const { heads, kvHeads, headDim } = this.shape;
     expectShape('dOut', dOut, t, heads, headDim);
     expectShape('dq', dq, t, heads, headDim);
     expectShape('dk', dk, t, kvHeads, headDim);
     expectShape('dv', dv, t, kvHeads, headDim);
     const st = saved.state as TwoDState;
-    const arena = q.arena;
+    const arena = dOut.arena;
     const dOutH = this.toHeads(dOut, 'scratch');
     const dqH = Tensor.zeros(arena, st.q.shape, 'scratch');
     const dkH = Tensor.zeros(arena, st.k.shape, 'scratch');
@@ -113,6 +114,12 @@ export class TwoDAttention implements AttentionCore {
     this.fromHeadsKv(dkH, dk);
     this.fromHeadsKv(dvH, dv);
     for (const x of [dqH, dkH, dvH, st.q, st.k, st.v, saved.out]) x.free();
+  }
+
+  /** Free saved.out and the saved state (head-split q/k/v, merged out and lse) without a backward. */
+  release(saved: AttentionSaved): void {
+    const st = saved.state as TwoDState;
+    for (const x of [st.q, st.k, st.v, st.ring.out, st.ring.lse, saved.out]) x.free();
   }
 
   /**

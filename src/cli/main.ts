@@ -1,10 +1,13 @@
 #!/usr/bin/env node
+import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { RankFailedError } from '../comm/threads/launch.js';
 import { ConfigError } from '../errors.js';
 import { loadConfig } from '../train/config.js';
 import { benchLayouts, DEFAULT_LAYOUTS, formatBenchTable } from '../train/bench.js';
 import { benchAttention, DEFAULT_ATTENTION_OPTIONS, formatAttentionTable } from '../train/bench-attention.js';
+import { benchKernels, DEFAULT_KERNEL_BENCH, formatKernelTable } from '../train/bench-kernels.js';
+import { benchMemory, DEFAULT_MEMORY_BENCH, formatMemoryTable } from '../train/bench-memory.js';
 import { train } from '../train/train.js';
 
 const program = new Command();
@@ -51,11 +54,19 @@ interface BenchFlags {
   headDim?: number;
 }
 
-/** Flags that only one suite reads; giving one to the other suite is an error rather than silently ignored. */
-const SUITE_FLAGS: Record<'layouts' | 'attention', Partial<Record<keyof BenchFlags, string>>> = {
-  layouts: { config: '--config', set: '--set', steps: '--steps' },
-  attention: { reps: '--reps', seqLen: '--seq-len', heads: '--heads', kvHeads: '--kv-heads', headDim: '--head-dim' },
+const FLAG_NAMES: Record<keyof BenchFlags, string> = {
+  config: '--config', set: '--set', steps: '--steps', warmup: '--warmup', reps: '--reps',
+  seqLen: '--seq-len', heads: '--heads', kvHeads: '--kv-heads', headDim: '--head-dim',
 };
+
+/** The flags each suite reads; a flag given to a suite that does not read it is an error rather than silently ignored. */
+const SUITE_FLAGS = {
+  layouts: ['config', 'set', 'steps', 'warmup'],
+  attention: ['warmup', 'reps', 'seqLen', 'heads', 'kvHeads', 'headDim'],
+  kernels: ['config', 'set', 'steps', 'warmup', 'reps'],
+  memory: ['config', 'set', 'steps', 'warmup', 'seqLen'],
+} as const satisfies Record<string, ReadonlyArray<keyof BenchFlags>>;
+type Suite = keyof typeof SUITE_FLAGS;
 
 const num = (v: string): number => Number(v);
 
@@ -74,23 +85,53 @@ const USER_FIXABLE = new Set(['ArenaExhaustedError', 'CommTimeoutError', 'Config
 program
   .command('bench')
   .description('benchmark a suite (docs/bench.md); JSON on stdout, a table on stderr')
-  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8', 'layouts')
-  .option('-c, --config <file>', 'layouts: TOML config file (default: built-in defaults)')
-  .option('-s, --set <key=value>', 'layouts: override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-  .option('--steps <n>', 'layouts: steps per layout (default 8)', num)
-  .option('--warmup <n>', 'leading steps (layouts, default 2) or runs (attention, default 1) left out of the medians', num)
-  .option('--reps <n>', `attention: measured runs per preset (default ${DEFAULT_ATTENTION_OPTIONS.reps})`, num)
-  .option('--seq-len <n>', `attention: sequence length S (default ${DEFAULT_ATTENTION_OPTIONS.seqLen}; a multiple of 16)`, num)
+  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md)', 'layouts')
+  .option('-c, --config <file>', 'layouts, kernels, memory: TOML config file (default: built-in defaults; kernels, memory: configs/demo.toml)')
+  .option('-s, --set <key=value>', 'layouts, kernels, memory: override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--steps <n>', `layouts, kernels, memory: training steps per layout, backend or run (default 8; memory ${DEFAULT_MEMORY_BENCH.steps})`, num)
+  .option('--warmup <n>', `leading steps (layouts, default 2) or runs (attention, default 1) left out of the medians; kernels: both (default ${DEFAULT_KERNEL_BENCH.warmup})`, num)
+  .option('--reps <n>', `attention, kernels: measured runs per preset or kernel case (default ${DEFAULT_ATTENTION_OPTIONS.reps}, kernels ${DEFAULT_KERNEL_BENCH.reps})`, num)
+  .option('--seq-len <n>', `attention, memory: sequence length S (default ${DEFAULT_ATTENTION_OPTIONS.seqLen}, memory ${DEFAULT_MEMORY_BENCH.seqLen}; a multiple of 16)`, num)
   .option('--heads <n>', `attention: query heads (default ${DEFAULT_ATTENTION_OPTIONS.heads})`, num)
   .option('--kv-heads <n>', `attention: KV heads (default ${DEFAULT_ATTENTION_OPTIONS.kvHeads})`, num)
   .option('--head-dim <n>', `attention: head dimension (default ${DEFAULT_ATTENTION_OPTIONS.headDim})`, num)
   .action(async (suite: string, opts: BenchFlags) => {
-    if (suite !== 'layouts' && suite !== 'attention') throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown: use "layouts" or "attention"`);
-    const other = suite === 'layouts' ? 'attention' : 'layouts';
-    const stray = Object.entries(SUITE_FLAGS[other])
-      .filter(([key]) => (key === 'set' ? opts.set.length > 0 : opts[key as keyof BenchFlags] !== undefined))
-      .map(([, flag]) => flag);
-    if (stray.length > 0) throw new ConfigError(`bench ${suite}: ${stray.join(', ')} ${stray.length === 1 ? 'applies' : 'apply'} only to bench ${other}`);
+    if (!Object.hasOwn(SUITE_FLAGS, suite)) throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown: use ${Object.keys(SUITE_FLAGS).map((n) => `"${n}"`).join(', ')}`);
+    const reads: ReadonlyArray<keyof BenchFlags> = SUITE_FLAGS[suite as Suite];
+    const stray = (Object.keys(FLAG_NAMES) as Array<keyof BenchFlags>)
+      .filter((key) => !reads.includes(key) && (key === 'set' ? opts.set.length > 0 : opts[key] !== undefined))
+      .map((key) => FLAG_NAMES[key]);
+    if (stray.length > 0) {
+      throw new ConfigError(`bench ${suite}: ${stray.join(', ')} ${stray.length === 1 ? 'does' : 'do'} not apply to this suite; it reads ${reads.map((k) => FLAG_NAMES[k]).join(', ')}`);
+    }
+    if (suite === 'kernels') {
+      const d = DEFAULT_KERNEL_BENCH;
+      const steps = opts.steps ?? d.steps;
+      const warmup = opts.warmup ?? d.warmup;
+      const reps = opts.reps ?? d.reps;
+      if (![steps, warmup, reps].every(Number.isInteger) || warmup < 0 || reps < 1 || steps <= warmup) {
+        throw new ConfigError(`--steps ${steps}, --warmup ${warmup} and --reps ${reps} are invalid: use integers with 0 ≤ warmup < steps and reps ≥ 1`);
+      }
+      const config = loadConfig(opts.config ?? fileURLToPath(new URL('../../../configs/demo.toml', import.meta.url)), opts.set);
+      const report = await benchKernels({ config, steps, warmup, reps });
+      process.stderr.write(formatKernelTable(report) + '\n');
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return;
+    }
+    if (suite === 'memory') {
+      const d = DEFAULT_MEMORY_BENCH;
+      const steps = opts.steps ?? d.steps;
+      const warmup = opts.warmup ?? d.warmup;
+      const seqLen = opts.seqLen ?? d.seqLen;
+      if (![steps, warmup, seqLen].every(Number.isInteger) || warmup < 0 || steps <= warmup || seqLen < 16 || seqLen % 16 !== 0) {
+        throw new ConfigError(`--steps ${steps}, --warmup ${warmup} and --seq-len ${seqLen} are invalid: use integers with 0 ≤ warmup < steps and a sequence length that is a positive multiple of 16 (2 · sp for sp = 8)`);
+      }
+      const config = loadConfig(opts.config ?? fileURLToPath(new URL('../../../configs/demo.toml', import.meta.url)), opts.set);
+      const report = await benchMemory({ config, seqLen, steps, warmup, verifyLimitMs: d.verifyLimitMs });
+      process.stderr.write(formatMemoryTable(report) + '\n');
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return;
+    }
     if (suite === 'attention') {
       const d = DEFAULT_ATTENTION_OPTIONS;
       const report = await benchAttention({

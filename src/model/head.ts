@@ -1,7 +1,7 @@
 import type { Kernels } from '../kernels/kernels.js';
 import { Tensor } from '../tensor/tensor.js';
 import { linearBackwardInput, linearBackwardWeight, linearForward } from './linear.js';
-import type { ModelParams } from './params.js';
+import type { ParamStore } from './params.js';
 import { RMSNorm, type RMSNormSaved } from './rmsnorm.js';
 
 /**
@@ -21,18 +21,16 @@ export interface HeadSaved {
  */
 export class LMHead {
   private readonly norm: RMSNorm;
-  private readonly w: Tensor;
-  private readonly gw: Tensor;
+  /** The head matrix's parameter name. */
+  private readonly w: string;
 
   constructor(
     private readonly kernels: Kernels,
-    params: ModelParams,
+    private readonly params: ParamStore,
   ) {
     const config = params.config;
-    this.norm = new RMSNorm(kernels, params.param('norm'), params.grad('norm'), config.normEps);
-    const wName = config.tiedEmbeddings ? 'tok_embeddings' : 'output';
-    this.w = params.param(wName);
-    this.gw = params.grad(wName);
+    this.norm = new RMSNorm(kernels, params, 'norm', config.normEps);
+    this.w = config.tiedEmbeddings ? 'tok_embeddings' : 'output';
   }
 
   /**
@@ -45,8 +43,9 @@ export class LMHead {
     const t = labels.length;
     const xf = Tensor.zeros(x.arena, x.shape, 'saved');
     const norm = this.norm.forward(xf, x);
-    const dlogits = Tensor.zeros(x.arena, [t, this.w.shape[0]!], 'saved');
-    linearForward(kernels, dlogits, xf, this.w, false);
+    const w = this.params.param(this.w);
+    const dlogits = Tensor.zeros(x.arena, [t, w.shape[0]!], 'saved');
+    linearForward(kernels, dlogits, xf, w, false);
     const losses = Tensor.zeros(x.arena, [t], 'activations');
     const loss = kernels.crossEntropy(dlogits, labels, losses, gradScale);
     losses.free();
@@ -57,9 +56,9 @@ export class LMHead {
   backward(saved: HeadSaved, dx: Tensor): void {
     const { kernels } = this;
     const { xf, dlogits } = saved;
-    linearBackwardWeight(kernels, this.gw, dlogits, xf);
+    linearBackwardWeight(kernels, this.params.grad(this.w), dlogits, xf);
     const dxf = Tensor.zeros(xf.arena, xf.shape, 'activations');
-    linearBackwardInput(kernels, dxf, dlogits, this.w, false);
+    linearBackwardInput(kernels, dxf, dlogits, this.params.param(this.w), false);
     this.norm.backward(saved.norm, dxf, dx);
     for (const tensor of [dxf, xf, dlogits]) tensor.free();
   }

@@ -1,7 +1,8 @@
 import type { Kernels } from '../kernels/kernels.js';
+import type { MemoryCategory } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
 import { linearBackwardInput, linearBackwardWeight, linearForward } from './linear.js';
-import type { ModelParams } from './params.js';
+import type { ParamStore } from './params.js';
 
 /**
  * What {@link SwiGLUMlp.forward} keeps: its input xn (owned by the caller), gate = xn·W1ᵀ and
@@ -19,55 +20,66 @@ export interface MlpSaved {
  * W3 the up projection [F, D], W2 the down projection [D, F]. Parameters `layers.l.mlp.{w1,w3,w2}`.
  */
 export class SwiGLUMlp {
-  private readonly w1: Tensor;
-  private readonly w3: Tensor;
-  private readonly w2: Tensor;
-  private readonly g1: Tensor;
-  private readonly g3: Tensor;
-  private readonly g2: Tensor;
+  /** Parameter names `layers.l.mlp.{w1,w3,w2}`, looked up in the store at use time. */
+  private readonly w1: string;
+  private readonly w3: string;
+  private readonly w2: string;
   private readonly ffnDim: number;
 
   constructor(
     private readonly kernels: Kernels,
-    params: ModelParams,
+    private readonly params: ParamStore,
     layer: number,
   ) {
     const p = `layers.${layer}.mlp`;
-    [this.w1, this.w3, this.w2] = (['w1', 'w3', 'w2'] as const).map((n) => params.param(`${p}.${n}`)) as [Tensor, Tensor, Tensor];
-    [this.g1, this.g3, this.g2] = (['w1', 'w3', 'w2'] as const).map((n) => params.grad(`${p}.${n}`)) as [Tensor, Tensor, Tensor];
+    [this.w1, this.w3, this.w2] = [`${p}.w1`, `${p}.w3`, `${p}.w2`];
     this.ffnDim = params.config.ffnDim;
   }
 
-  /** residual [T, D] += W2·(silu(xn·W1ᵀ) ∘ xn·W3ᵀ) for xn [T, D]. */
-  forward(residual: Tensor, xn: Tensor): MlpSaved {
-    const { kernels } = this;
+  /**
+   * gate = xn·W1ᵀ and up = xn·W3ᵀ [T, F] for xn [T, D] (category `category`: 'saved' when kept
+   * until backward, 'activations' when recomputed): what the backward needs.
+   */
+  gateUp(xn: Tensor, category: MemoryCategory = 'saved'): MlpSaved {
     const shape = [xn.shape[0]!, this.ffnDim];
-    const gate = Tensor.zeros(xn.arena, shape, 'saved');
-    const up = Tensor.zeros(xn.arena, shape, 'saved');
-    linearForward(kernels, gate, xn, this.w1, false);
-    linearForward(kernels, up, xn, this.w3, false);
-    const hidden = this.hidden(gate, up);
-    linearForward(kernels, residual, hidden, this.w2, true);
-    hidden.free();
+    const gate = Tensor.zeros(xn.arena, shape, category);
+    const up = Tensor.zeros(xn.arena, shape, category);
+    linearForward(this.kernels, gate, xn, this.params.param(this.w1), false);
+    linearForward(this.kernels, up, xn, this.params.param(this.w3), false);
     return { xn, gate, up };
+  }
+
+  /** residual [T, D] += W2·(silu(xn·W1ᵀ) ∘ xn·W3ᵀ) for xn [T, D]; keeps {@link gateUp}'s tensors. */
+  forward(residual: Tensor, xn: Tensor, category: MemoryCategory = 'saved'): MlpSaved {
+    const saved = this.gateUp(xn, category);
+    const hidden = this.hidden(saved.gate, saved.up);
+    linearForward(this.kernels, residual, hidden, this.params.param(this.w2), true);
+    hidden.free();
+    return saved;
+  }
+
+  /** Free what {@link gateUp} kept, without a backward. */
+  release(saved: MlpSaved): void {
+    saved.gate.free();
+    saved.up.free();
   }
 
   /** From dResidual [T, D] write dxn [T, D] and accumulate the gradients of W1, W3, W2. Frees gate and up. */
   backward(saved: MlpSaved, dResidual: Tensor, dxn: Tensor): void {
-    const { kernels } = this;
+    const { kernels, params } = this;
     const { xn, gate, up } = saved;
     const hidden = this.hidden(gate, up);
-    linearBackwardWeight(kernels, this.g2, dResidual, hidden);
+    linearBackwardWeight(kernels, params.grad(this.w2), dResidual, hidden);
     const dHidden = hidden; // reuse the buffer: the hidden values are no longer needed
-    linearBackwardInput(kernels, dHidden, dResidual, this.w2, false);
+    linearBackwardInput(kernels, dHidden, dResidual, params.param(this.w2), false);
     const dGate = Tensor.zeros(xn.arena, gate.shape, 'activations');
     const dUp = Tensor.zeros(xn.arena, gate.shape, 'activations');
     kernels.swigluBackward(dGate, dUp, dHidden, gate, up);
     dHidden.free();
-    linearBackwardInput(kernels, dxn, dGate, this.w1, false);
-    linearBackwardInput(kernels, dxn, dUp, this.w3, true);
-    linearBackwardWeight(kernels, this.g1, dGate, xn);
-    linearBackwardWeight(kernels, this.g3, dUp, xn);
+    linearBackwardInput(kernels, dxn, dGate, params.param(this.w1), false);
+    linearBackwardInput(kernels, dxn, dUp, params.param(this.w3), true);
+    linearBackwardWeight(kernels, params.grad(this.w1), dGate, xn);
+    linearBackwardWeight(kernels, params.grad(this.w3), dUp, xn);
     for (const tensor of [gate, up, dGate, dUp]) tensor.free();
   }
 

@@ -2,18 +2,29 @@ import type { AttentionCore } from '../attention/core.js';
 import type { Kernels } from '../kernels/kernels.js';
 import type { Arena } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
-import { TransformerBlock, type BlockSaved } from './block.js';
+import { type BlockCounters, TransformerBlock, type BlockSaved } from './block.js';
+import { type CheckpointOptions, type CheckpointPolicy, layerPolicies } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { Embedding } from './embedding.js';
 import { type HeadSaved, LMHead } from './head.js';
-import { ModelParams } from './params.js';
+import { ModelParams, type ParamPass, type ParamStore } from './params.js';
 
 /** The attention core of every layer, or a factory giving layer l its own core. */
 export type AttentionProvider = AttentionCore | ((layer: number) => AttentionCore);
 
-export interface TransformerOptions {
-  /** Seed of the parameter initialisation ({@link ModelParams.init}); default 0. */
+export interface TransformerOptions<S extends ParamStore = ModelParams> {
+  /** Seed of the parameter initialisation ({@link ModelParams.init}); default 0. Ignored with `params`. */
   seed?: number;
+  /**
+   * Where the parameters live, already initialised (a sharded ZeRO store, docs/zero.md); default:
+   * a new replicated {@link ModelParams} from the arena, initialised from `seed`.
+   */
+  params?: S;
+  /**
+   * Activation checkpointing: the first `layers` blocks use `policy` (src/model/checkpoint.ts,
+   * docs/model.md); default: no checkpointing.
+   */
+  checkpoint?: CheckpointOptions;
 }
 
 /** Everything one forward keeps until its backward. */
@@ -35,38 +46,63 @@ export function countValidLabels(labels: Int32Array): number {
 /**
  * A LLaMA-style decoder over one rank's tokens: embedding → `layers` pre-norm blocks (RMSNorm →
  * GQA attention with RoPE → RMSNorm → SwiGLU) → RMSNorm → LM head → cross-entropy, with an
- * explicit forward and backward (docs/model.md). Parameters and gradients live in
- * {@link params} (one flat tensor each).
+ * explicit forward and backward (docs/model.md). Parameters and gradients live in the
+ * {@link params} store (replicated: one flat tensor each); every unit (the embedding, each
+ * block, the head) is acquired from it before its forward or backward and released after
+ * (docs/zero.md, ParamStore).
  */
-export class Transformer {
+export class Transformer<S extends ParamStore = ModelParams> {
   readonly config: ModelConfig;
-  readonly params: ModelParams;
+  readonly params: S;
   private readonly embedding: Embedding;
   private readonly blocks: TransformerBlock[];
   private readonly head: LMHead;
   private state: StepState | undefined;
 
   /**
-   * Allocates parameters and gradients from `arena` and initialises the parameters from `seed`.
-   * @throws ConfigError for an invalid config.
+   * Unless `options.params` gives a store, allocates parameters and gradients from `arena` and
+   * initialises the parameters from `seed`.
+   * @throws ConfigError for an invalid config, an unknown checkpoint policy name (F10) or a
+   * checkpointed layer count outside [0, layers].
    */
   constructor(
     kernels: Kernels,
     private readonly arena: Arena,
     config: ModelConfig,
     attention: AttentionProvider,
-    options: TransformerOptions = {},
+    options: TransformerOptions<S> = {},
   ) {
     this.config = config;
-    this.params = new ModelParams(arena, config);
-    this.params.init(options.seed ?? 0);
-    this.embedding = new Embedding(kernels, this.params.param('tok_embeddings'), this.params.grad('tok_embeddings'));
+    const policies = layerPolicies(options.checkpoint ?? { policy: 'none', layers: 0 }, config.layers);
+    if (options.params !== undefined) {
+      if (options.params.config !== config && JSON.stringify(options.params.config) !== JSON.stringify(config)) throw new Error('Transformer: the parameter store was built for another model config');
+      this.params = options.params;
+    } else {
+      const params = new ModelParams(arena, config);
+      params.init(options.seed ?? 0);
+      this.params = params as unknown as S;
+    }
+    this.embedding = new Embedding(kernels, this.params);
     this.blocks = [];
     for (let l = 0; l < config.layers; l++) {
       const core = typeof attention === 'function' ? attention(l) : attention;
-      this.blocks.push(new TransformerBlock(kernels, this.params, l, core));
+      this.blocks.push(new TransformerBlock(kernels, this.params, l, core, policies[l]));
     }
     this.head = new LMHead(kernels, this.params);
+  }
+
+  /** The checkpoint policy of each layer, in order. */
+  get policies(): CheckpointPolicy[] {
+    return this.blocks.map((b) => b.policy);
+  }
+
+  /**
+   * Per layer, counts since construction: attention core forwards (first runs and
+   * recomputations), those run while recomputing, recomputed backwards, and forwards that kept
+   * the attention output and LSE for a recomputing backward. A copy.
+   */
+  counters(): BlockCounters[] {
+    return this.blocks.map((b) => ({ ...b.counters }));
   }
 
   /**
@@ -83,21 +119,21 @@ export class Transformer {
     this.checkInputs(tokens, positions, labels, gradScale);
     const t = tokens.length;
     const x0 = Tensor.zeros(this.arena, [t, this.config.dim], 'saved');
-    this.embedding.forward(x0, tokens);
+    this.using('embedding', 'forward', () => this.embedding.forward(x0, tokens));
     const residuals = [x0];
     const blocks: BlockSaved[] = [];
-    for (const block of this.blocks) {
-      const { y, saved } = block.forward(residuals[residuals.length - 1]!, positions);
+    for (const [l, block] of this.blocks.entries()) {
+      const { y, saved } = this.using(`layers.${l}`, 'forward', () => block.forward(residuals[residuals.length - 1]!, positions));
       residuals.push(y);
       blocks.push(saved);
     }
-    const { loss, saved: head } = this.head.forward(residuals[residuals.length - 1]!, labels, gradScale);
+    const { loss, saved: head } = this.using('head', 'forward', () => this.head.forward(residuals[residuals.length - 1]!, labels, gradScale));
     this.state = { tokens, residuals, blocks, head };
     return loss;
   }
 
   /**
-   * Backward of the last forward: accumulates into `params.grads` (call
+   * Backward of the last forward: accumulates into the store's gradients (call
    * `params.zeroGrads()` first for a fresh step) and frees every activation it kept.
    * @throws Error when there is no forward to backpropagate.
    */
@@ -108,17 +144,25 @@ export class Transformer {
     const { residuals } = state;
     const shape = residuals[0]!.shape;
     let dx = Tensor.zeros(this.arena, shape, 'activations');
-    this.head.backward(state.head, dx);
+    this.using('head', 'backward', () => this.head.backward(state.head, dx));
     for (let l = this.blocks.length - 1; l >= 0; l--) {
       residuals[l + 1]!.free();
       const dPrev = Tensor.zeros(this.arena, shape, 'activations');
-      this.blocks[l]!.backward(state.blocks[l]!, dx, dPrev);
+      this.using(`layers.${l}`, 'backward', () => this.blocks[l]!.backward(state.blocks[l]!, dx, dPrev));
       dx.free();
       dx = dPrev;
     }
-    this.embedding.backward(dx, state.tokens);
+    this.using('embedding', 'backward', () => this.embedding.backward(dx, state.tokens));
     dx.free();
     residuals[0]!.free();
+  }
+
+  /** Run `body` with unit `unit` acquired from the store for `pass`. */
+  private using<T>(unit: string, pass: ParamPass, body: () => T): T {
+    this.params.acquire(unit, pass);
+    const result = body();
+    this.params.release(unit, pass);
+    return result;
   }
 
   private checkInputs(tokens: Int32Array, positions: Int32Array, labels: Int32Array, gradScale: number): void {

@@ -75,11 +75,83 @@ function isResidualOutput(name: string): boolean {
 }
 
 /**
+ * The initial parameters as one flat array [flatSize] (alignment gaps 0), independent of the
+ * parallel layout: parameter `name` draws from its own stream `new Rng(deriveSeed(seed, name))`.
+ * Matrices and the embedding: normal · initStd, with `attn.wo` and `mlp.w2` scaled by
+ * 1/√(2·layers); norm weights: 1. @throws ConfigError for a bad config.
+ */
+export function initialParams(config: ModelConfig, seed: number): Float32Array {
+  const layout = paramLayout(config);
+  const flat = new Float32Array(layout.flatSize);
+  const { initStd, layers } = config;
+  for (const s of layout.specs) {
+    const data = flat.subarray(s.offset, s.offset + s.size);
+    if (s.kind === 'norm') {
+      data.fill(1);
+      continue;
+    }
+    const std = isResidualOutput(s.name) ? initStd / Math.sqrt(2 * layers) : initStd;
+    const rng = new Rng(deriveSeed(seed, s.name));
+    for (let i = 0; i < data.length; i++) data[i] = rng.normal() * std;
+  }
+  return flat;
+}
+
+/** Which pass a unit is acquired for: 'backward' also makes its gradients writable. */
+export type ParamPass = 'forward' | 'backward';
+
+/** Parameters the model uses together, acquired and released as one (docs/zero.md). */
+export interface ParamUnit {
+  /** `embedding`, `layers.<l>` or `head`. */
+  readonly name: string;
+  /** Its parameters; the head of a tied model lists `tok_embeddings`. */
+  readonly params: readonly string[];
+}
+
+/**
+ * The units in forward order: `embedding` (tok_embeddings), `layers.0` … `layers.{L−1}` (all of
+ * a block's parameters, norms included), `head` (norm, and output — or tok_embeddings when tied).
+ */
+export function paramUnits(config: ModelConfig): ParamUnit[] {
+  const units: ParamUnit[] = [{ name: 'embedding', params: ['tok_embeddings'] }];
+  for (let l = 0; l < config.layers; l++) {
+    const p = `layers.${l}`;
+    units.push({ name: p, params: ['attn_norm', 'attn.wq', 'attn.wk', 'attn.wv', 'attn.wo', 'mlp_norm', 'mlp.w1', 'mlp.w3', 'mlp.w2'].map((n) => `${p}.${n}`) });
+  }
+  units.push({ name: 'head', params: ['norm', config.tiedEmbeddings ? 'tok_embeddings' : 'output'] });
+  return units;
+}
+
+/**
+ * Where the model finds its parameters and gradients at use time (docs/zero.md). The
+ * Transformer brackets each unit's forward and backward with acquire and release (in forward
+ * order, and in reverse for backward), and layers look tensors up by name in between, never
+ * keeping them. The replicated {@link ModelParams} holds everything and ignores the brackets;
+ * a sharded store (ZeRO stages 2 and 3, src/optim/zero-store.ts) gathers a unit's parameters at
+ * acquire and reduces its gradients at release.
+ */
+export interface ParamStore {
+  readonly config: ModelConfig;
+  readonly layout: ParamLayout;
+  /** Make unit `unit`'s parameters (and for 'backward' its gradients) available; may communicate. */
+  acquire(unit: string, pass: ParamPass): void;
+  /** End the use begun by the matching acquire; may communicate. */
+  release(unit: string, pass: ParamPass): void;
+  /** Parameter `name` with its shape. @throws Error for an unknown name or (sharded) outside its unit's acquisition. */
+  param(name: string): Tensor;
+  /** The gradient of `name`, accumulated into by backward. @throws Error likewise (sharded: only during a 'backward' acquisition). */
+  grad(name: string): Tensor;
+  /** Set every gradient to 0 (before a step's first backward). */
+  zeroGrads(): void;
+}
+
+/**
  * Every parameter in ONE flat f32 tensor (category 'params') and the gradients in one flat
  * tensor of the same layout (category 'grads'), so gradients reduce in one collective and
- * checkpoints address parameters by name.
+ * checkpoints address parameters by name. The replicated {@link ParamStore}: acquire and
+ * release do nothing.
  */
-export class ModelParams {
+export class ModelParams implements ParamStore {
   readonly config: ModelConfig;
   readonly layout: ParamLayout;
   /** [flatSize], category 'params'. */
@@ -114,24 +186,14 @@ export class ModelParams {
     return viewOf(this.grads, this.spec(name));
   }
 
-  /**
-   * Deterministic initialisation that does not depend on the parallel layout: parameter `name`
-   * draws from its own stream `new Rng(deriveSeed(seed, name))`. Matrices and the embedding:
-   * normal · initStd, with `attn.wo` and `mlp.w2` scaled by 1/√(2·layers); norm weights: 1.
-   */
+  /** Deterministic initialisation that does not depend on the parallel layout ({@link initialParams}). */
   init(seed: number): void {
-    const { initStd, layers } = this.config;
-    for (const s of this.layout.specs) {
-      const data = viewOf(this.params, s).data;
-      if (s.kind === 'norm') {
-        data.fill(1);
-        continue;
-      }
-      const std = isResidualOutput(s.name) ? initStd / Math.sqrt(2 * layers) : initStd;
-      const rng = new Rng(deriveSeed(seed, s.name));
-      for (let i = 0; i < data.length; i++) data[i] = rng.normal() * std;
-    }
+    this.params.data.set(initialParams(this.config, seed));
   }
+
+  acquire(): void {}
+
+  release(): void {}
 
   /** Set every gradient to 0 (before a step's first backward). */
   zeroGrads(): void {

@@ -3,19 +3,16 @@ import type { Kernels } from '../kernels/kernels.js';
 import { Tensor } from '../tensor/tensor.js';
 import { headDim } from './config.js';
 import { linearBackwardInput, linearBackwardWeight, linearForward } from './linear.js';
-import type { ModelParams } from './params.js';
+import type { ParamStore } from './params.js';
 
 /**
  * What {@link SelfAttention.forward} keeps for backward: its input xn (owned by the caller),
- * the positions, q [T, H, d], k and v [T, Hkv, d] after RoPE (category 'saved', owned) and the
- * attention core's saved output (owned by the core, freed by its backward).
+ * the positions and the attention core's saved state (output, LSE and the core's own q/k/v;
+ * owned by the core, freed by its backward or release).
  */
 export interface SelfAttentionSaved {
   xn: Tensor;
   positions: Int32Array;
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
   attn: AttentionSaved;
 }
 
@@ -25,14 +22,11 @@ export interface SelfAttentionSaved {
  * (single-rank or 2D-Attention) and the output projection Wo. Parameters `layers.l.attn.{wq,wk,wv,wo}`.
  */
 export class SelfAttention {
-  private readonly wq: Tensor;
-  private readonly wk: Tensor;
-  private readonly wv: Tensor;
-  private readonly wo: Tensor;
-  private readonly gq: Tensor;
-  private readonly gk: Tensor;
-  private readonly gv: Tensor;
-  private readonly go: Tensor;
+  /** Parameter names `layers.l.attn.{wq,wk,wv,wo}`, looked up in the store at use time. */
+  private readonly wq: string;
+  private readonly wk: string;
+  private readonly wv: string;
+  private readonly wo: string;
   private readonly heads: number;
   private readonly kvHeads: number;
   private readonly headDim: number;
@@ -40,13 +34,12 @@ export class SelfAttention {
 
   constructor(
     private readonly kernels: Kernels,
-    params: ModelParams,
+    private readonly params: ParamStore,
     layer: number,
     private readonly core: AttentionCore,
   ) {
     const p = `layers.${layer}.attn`;
-    [this.wq, this.wk, this.wv, this.wo] = (['wq', 'wk', 'wv', 'wo'] as const).map((n) => params.param(`${p}.${n}`)) as [Tensor, Tensor, Tensor, Tensor];
-    [this.gq, this.gk, this.gv, this.go] = (['wq', 'wk', 'wv', 'wo'] as const).map((n) => params.grad(`${p}.${n}`)) as [Tensor, Tensor, Tensor, Tensor];
+    [this.wq, this.wk, this.wv, this.wo] = [`${p}.wq`, `${p}.wk`, `${p}.wv`, `${p}.wo`];
     const config = params.config;
     this.heads = config.heads;
     this.kvHeads = config.kvHeads;
@@ -55,51 +48,73 @@ export class SelfAttention {
   }
 
   /**
+   * The attention core on RoPE(xn·Wqᵀ), RoPE(xn·Wkᵀ), xn·Wvᵀ for xn [T, D] and the tokens' global
+   * positions [T]. q [T, H, d], k and v [T, Hkv, d] are temporaries (category 'activations'):
+   * the core keeps its own copy of what its backward needs.
+   */
+  attend(xn: Tensor, positions: Int32Array): AttentionSaved {
+    const { kernels, heads, kvHeads, headDim: d, ropeTheta, params } = this;
+    const t = positions.length;
+    const q = Tensor.zeros(xn.arena, [t, heads, d], 'activations');
+    const k = Tensor.zeros(xn.arena, [t, kvHeads, d], 'activations');
+    const v = Tensor.zeros(xn.arena, [t, kvHeads, d], 'activations');
+    linearForward(kernels, q, xn, params.param(this.wq), false);
+    linearForward(kernels, k, xn, params.param(this.wk), false);
+    linearForward(kernels, v, xn, params.param(this.wv), false);
+    kernels.rope(q, positions, ropeTheta, false);
+    kernels.rope(k, positions, ropeTheta, false);
+    const attn = this.core.forward(q, k, v);
+    for (const tensor of [q, k, v]) tensor.free();
+    return attn;
+  }
+
+  /** residual [T, D] += attn.out·Woᵀ (the output projection of an {@link attend} result). */
+  project(residual: Tensor, attn: AttentionSaved): void {
+    linearForward(this.kernels, residual, attn.out, this.params.param(this.wo), true);
+  }
+
+  /**
    * residual [T, D] += Wo·attention(RoPE(xn·Wqᵀ), RoPE(xn·Wkᵀ), xn·Wvᵀ) for xn [T, D] and the
    * tokens' global positions [T].
    */
   forward(residual: Tensor, xn: Tensor, positions: Int32Array): SelfAttentionSaved {
-    const { kernels, heads, kvHeads, headDim: d, ropeTheta } = this;
-    const t = positions.length;
-    const q = Tensor.zeros(xn.arena, [t, heads, d], 'saved');
-    const k = Tensor.zeros(xn.arena, [t, kvHeads, d], 'saved');
-    const v = Tensor.zeros(xn.arena, [t, kvHeads, d], 'saved');
-    linearForward(kernels, q, xn, this.wq, false);
-    linearForward(kernels, k, xn, this.wk, false);
-    linearForward(kernels, v, xn, this.wv, false);
-    kernels.rope(q, positions, ropeTheta, false);
-    kernels.rope(k, positions, ropeTheta, false);
-    const attn = this.core.forward(q, k, v);
-    linearForward(kernels, residual, attn.out, this.wo, true);
-    return { xn, positions, q, k, v, attn };
+    const attn = this.attend(xn, positions);
+    this.project(residual, attn);
+    return { xn, positions, attn };
+  }
+
+  /** Free the core's saved state of an {@link attend} result that will not be backpropagated. */
+  release(attn: AttentionSaved): void {
+    this.core.release(attn);
   }
 
   /**
    * From dResidual [T, D] (the gradient of the residual stream after this branch) write dxn
-   * [T, D] and accumulate the gradients of Wq, Wk, Wv, Wo. Frees everything the forward saved.
+   * [T, D] and accumulate the gradients of Wq, Wk, Wv, Wo. Frees the core's saved state.
    */
   backward(saved: SelfAttentionSaved, dResidual: Tensor, dxn: Tensor): void {
-    const { kernels, ropeTheta } = this;
-    const { xn, positions, q, k, v, attn } = saved;
+    const { kernels, ropeTheta, heads, kvHeads, headDim: d, params } = this;
+    const { xn, positions, attn } = saved;
     const arena = xn.arena;
+    const t = positions.length;
     // Wo's gradient needs the attention output, which the core's backward frees.
-    linearBackwardWeight(kernels, this.go, dResidual, attn.out);
-    const dOut = Tensor.zeros(arena, q.shape, 'activations');
-    linearBackwardInput(kernels, dOut, dResidual, this.wo, false);
-    const dq = Tensor.zeros(arena, q.shape, 'activations');
-    const dk = Tensor.zeros(arena, k.shape, 'activations');
-    const dv = Tensor.zeros(arena, v.shape, 'activations');
-    this.core.backward(attn, q, k, v, dOut, dq, dk, dv);
+    linearBackwardWeight(kernels, params.grad(this.wo), dResidual, attn.out);
+    const dOut = Tensor.zeros(arena, [t, heads, d], 'activations');
+    linearBackwardInput(kernels, dOut, dResidual, params.param(this.wo), false);
+    const dq = Tensor.zeros(arena, [t, heads, d], 'activations');
+    const dk = Tensor.zeros(arena, [t, kvHeads, d], 'activations');
+    const dv = Tensor.zeros(arena, [t, kvHeads, d], 'activations');
+    this.core.backward(attn, dOut, dq, dk, dv);
     dOut.free();
     // RoPE is a rotation, so its backward is the inverse rotation at the same positions.
     kernels.rope(dq, positions, ropeTheta, true);
     kernels.rope(dk, positions, ropeTheta, true);
-    linearBackwardInput(kernels, dxn, dq, this.wq, false);
-    linearBackwardInput(kernels, dxn, dk, this.wk, true);
-    linearBackwardInput(kernels, dxn, dv, this.wv, true);
-    linearBackwardWeight(kernels, this.gq, dq, xn);
-    linearBackwardWeight(kernels, this.gk, dk, xn);
-    linearBackwardWeight(kernels, this.gv, dv, xn);
-    for (const tensor of [q, k, v, dq, dk, dv]) tensor.free();
+    linearBackwardInput(kernels, dxn, dq, params.param(this.wq), false);
+    linearBackwardInput(kernels, dxn, dk, params.param(this.wk), true);
+    linearBackwardInput(kernels, dxn, dv, params.param(this.wv), true);
+    linearBackwardWeight(kernels, params.grad(this.wq), dq, xn);
+    linearBackwardWeight(kernels, params.grad(this.wk), dk, xn);
+    linearBackwardWeight(kernels, params.grad(this.wv), dv, xn);
+    for (const tensor of [dq, dk, dv]) tensor.free();
   }
 }

@@ -80,7 +80,7 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
     const saved = attn.forward(q, k, v);
     const forward = ctx.counters();
     ctx.resetCounters();
-    attn.backward(saved, q, k, v, dOut, dq, dk, dv);
+    attn.backward(saved, dOut, dq, dk, dv);
     const ms = performance.now() - start;
     const backward = ctx.counters();
     if (i < a.warmup) continue;

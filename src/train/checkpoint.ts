@@ -2,8 +2,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } 
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
-import type { ModelParams } from '../model/params.js';
-import type { AdamWState } from '../optim/adamw.js';
+import type { ParamLayout } from '../model/params.js';
+import type { FullState } from '../optim/zero.js';
 import { writeFileAtomic } from './atomic-write.js';
 import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
 
@@ -11,7 +11,9 @@ import { readSafetensors, writeSafetensors, type NamedTensor } from './safetenso
  * A checkpoint is a folder `step-NNNNNNNN/` holding `model.safetensors` (every parameter by
  * name), `optimizer.safetensors` (AdamW `m.<name>` and `v.<name>`) and `trainer.json`
  * ({@link TrainerState}). The folder is written under a temporary name and renamed, so a
- * checkpoint folder with its final name is always complete.
+ * checkpoint folder with its final name is always complete. Tensors are whole (ZeRO shards are
+ * gathered before writing and cut again on load, docs/zero.md), so a checkpoint resumes under
+ * any parallel layout, ZeRO stage and shard group of the same model.
  */
 export interface TrainerState {
   format: 1;
@@ -31,6 +33,9 @@ export interface TrainerState {
   seqLen: number;
   /** Layout the checkpoint was written under (information: weights are layout-independent). */
   layout: string;
+  /** ZeRO stage and shard group it was written under (information; absent in older checkpoints). */
+  zeroStage?: number;
+  zeroShardGroup?: string;
   /**
    * Randomness consumed by training steps. Nothing in a step draws random numbers yet (no
    * dropout; the data order is a pure function of seed and dataPosition), so this is the seed.
@@ -84,8 +89,15 @@ export function prepareFreshCheckpointDir(dir: string, overwrite: boolean): stri
   return existing.map((c) => checkpointDirName(c.step));
 }
 
-/** Write a checkpoint of `params` and `optimizer` into `dir` and keep the newest `keep`. Returns its path. */
-export function saveCheckpoint(dir: string, state: TrainerState, params: ModelParams, optimizer: AdamWState, keep: number): string {
+/**
+ * Write a checkpoint of the whole model states `full` (flat, laid out by `layout`) into `dir`
+ * and keep the newest `keep`. Returns its path.
+ * @throws Error when `full` does not match the layout.
+ */
+export function saveCheckpoint(dir: string, state: TrainerState, layout: ParamLayout, full: FullState, keep: number): string {
+  for (const [what, a] of [['params', full.params], ['m', full.m], ['v', full.v]] as const) {
+    if (a.length !== layout.flatSize) throw new Error(`saveCheckpoint: ${what} has ${a.length} elements, the layout ${layout.flatSize}`);
+  }
   mkdirSync(dir, { recursive: true });
   const final = join(dir, checkpointDirName(state.step));
   const tmp = `${final}.tmp-${process.pid}`;
@@ -93,13 +105,14 @@ export function saveCheckpoint(dir: string, state: TrainerState, params: ModelPa
   mkdirSync(tmp);
   const model = new Map<string, NamedTensor>();
   const optim = new Map<string, NamedTensor>();
-  for (const s of params.layout.specs) {
-    model.set(s.name, { shape: s.shape, data: params.param(s.name).data });
-    optim.set(`m.${s.name}`, { shape: s.shape, data: optimizer.m.subarray(s.offset, s.offset + s.size) });
-    optim.set(`v.${s.name}`, { shape: s.shape, data: optimizer.v.subarray(s.offset, s.offset + s.size) });
+  const range = (a: Float32Array, s: ParamLayout['specs'][number]): Float32Array => a.subarray(s.offset, s.offset + s.size);
+  for (const s of layout.specs) {
+    model.set(s.name, { shape: s.shape, data: range(full.params, s) });
+    optim.set(`m.${s.name}`, { shape: s.shape, data: range(full.m, s) });
+    optim.set(`v.${s.name}`, { shape: s.shape, data: range(full.v, s) });
   }
   writeSafetensors(join(tmp, 'model.safetensors'), model, { format: 'loongtrain', step: String(state.step) });
-  writeSafetensors(join(tmp, 'optimizer.safetensors'), optim, { optimizer: 'adamw', step: String(optimizer.step) });
+  writeSafetensors(join(tmp, 'optimizer.safetensors'), optim, { optimizer: 'adamw', step: String(full.step) });
   writeFileAtomic(join(tmp, 'trainer.json'), JSON.stringify(state, null, 2) + '\n');
   rmSync(final, { recursive: true, force: true });
   renameSync(tmp, final);
@@ -162,14 +175,16 @@ export function checkResumable(state: TrainerState, run: RunIdentity, path: stri
 }
 
 /**
- * Load weights and optimizer state of checkpoint `path` into `params` and return the optimizer
- * state to import. @throws SafetensorsError for a corrupt file; Error naming a missing or
- * mis-shaped tensor.
+ * The whole model states of checkpoint `path`, laid out flat by `layout` (alignment gaps zero);
+ * each rank then keeps its own shard (ZeroOptimizer.loadFullState).
+ * @throws SafetensorsError naming the file when it is corrupt or truncated; Error naming a
+ * missing or mis-shaped tensor with both shapes.
  */
-export function loadCheckpoint(path: string, params: ModelParams, optimizerStep: number): AdamWState {
+export function loadCheckpoint(path: string, layout: ParamLayout, optimizerStep: number): FullState {
   const model = readSafetensors(join(path, 'model.safetensors')).tensors;
   const optim = readSafetensors(join(path, 'optimizer.safetensors')).tensors;
-  const n = params.layout.flatSize;
+  const n = layout.flatSize;
+  const params = new Float32Array(n);
   const m = new Float32Array(n);
   const v = new Float32Array(n);
   const take = (tensors: Map<string, NamedTensor>, name: string, shape: readonly number[], file: string): Float32Array => {
@@ -178,10 +193,24 @@ export function loadCheckpoint(path: string, params: ModelParams, optimizerStep:
     if (t.shape.join(',') !== shape.join(',')) throw new Error(`checkpoint ${join(path, file)}: "${name}" has shape [${t.shape.join(', ')}], the model needs [${shape.join(', ')}]`);
     return t.data;
   };
-  for (const s of params.layout.specs) {
-    params.param(s.name).data.set(take(model, s.name, s.shape, 'model.safetensors'));
+  for (const s of layout.specs) {
+    params.set(take(model, s.name, s.shape, 'model.safetensors'), s.offset);
     m.set(take(optim, `m.${s.name}`, s.shape, 'optimizer.safetensors'), s.offset);
     v.set(take(optim, `v.${s.name}`, s.shape, 'optimizer.safetensors'), s.offset);
   }
-  return { step: optimizerStep, m, v };
+  return { params, m, v, step: optimizerStep };
+}
+
+/**
+ * Before any rank starts: read checkpoint `path`'s tensor files in full and check that every
+ * parameter, m and v is there with the model's shape (loadCheckpoint's checks), so a corrupt,
+ * truncated or foreign file stops the run at once instead of inside every rank.
+ * @throws ConfigError naming the checkpoint and the problem (the file, the tensor, both shapes).
+ */
+export function checkCheckpointFiles(path: string, layout: ParamLayout): void {
+  try {
+    loadCheckpoint(path, layout, 0);
+  } catch (e) {
+    throw new ConfigError(`cannot resume from ${path}: ${(e as Error).message}`);
+  }
 }

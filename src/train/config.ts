@@ -5,7 +5,9 @@ import { DATA_SOURCES } from '../data/sources.js';
 import { TOKENIZER_NAMES, TOKENIZER_VOCAB_SIZES } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
 import { KERNEL_NAMES } from '../kernels/registry.js';
+import { CHECKPOINT_POLICIES } from '../model/checkpoint.js';
 import { validateModelConfig } from '../model/config.js';
+import { ZERO_SHARD_GROUPS, type ZeroShardGroup } from '../optim/zero.js';
 import { PLACEMENTS, ParallelDims, validateLayout } from '../parallel/dims.js';
 import { PRESETS, resolveLayout, type Preset, type ResolvedLayout } from '../parallel/presets.js';
 
@@ -61,6 +63,9 @@ const optimSchema = z.strictObject({
   eps: positive().default(1e-8),
   weightDecay: z.number().min(0).default(0.1),
   gradClip: z.number().min(0).default(1.0),
+  // Hybrid ZeRO (docs/zero.md): 0 replicates everything; 1 shards AdamW state, 2 also gradients, 3 also parameters.
+  zeroStage: int(0).max(3).default(0),
+  zeroShardGroup: z.enum(ZERO_SHARD_GROUPS as [ZeroShardGroup, ...ZeroShardGroup[]]).default('world'),
 });
 
 const trainSchema = z.strictObject({
@@ -71,8 +76,15 @@ const trainSchema = z.strictObject({
   // The arena is one WebAssembly.Memory: at most 4 GiB (DESIGN decision 2).
   arenaMiB: int(1).max(4096).default(512),
   commTimeoutMs: int(1).default(60000),
-  kernels: z.enum(KERNEL_NAMES as [string, ...string[]]).default('reference'),
+  // Which kernel backend (kernels/registry.ts); "auto" takes the fastest one available. Env override: LOONGTRAIN_KERNELS.
+  kernels: z.enum(KERNEL_NAMES).default('auto'),
   causal: z.boolean().default(true),
+});
+
+// Activation checkpointing (docs/memory.md): the first ⌈fraction · layers⌉ layers use the policy.
+const checkpointSchema = z.strictObject({
+  policy: z.enum(CHECKPOINT_POLICIES).default('none'),
+  fraction: z.number().gt(0).max(1).default(1),
 });
 
 const saveSchema = z.strictObject({
@@ -96,6 +108,7 @@ const SECTIONS = {
   parallel: parallelSchema,
   optim: optimSchema,
   train: trainSchema,
+  checkpoint: checkpointSchema,
   save: saveSchema,
   log: logSchema,
 };
@@ -107,6 +120,7 @@ const configSchema = z.strictObject({
   parallel: parallelSchema.prefault({}),
   optim: optimSchema.prefault({}),
   train: trainSchema.prefault({}),
+  checkpoint: checkpointSchema.prefault({}),
   save: saveSchema.prefault({}),
   log: logSchema.prefault({}),
 });
@@ -122,8 +136,12 @@ export type Config = Omit<ParsedConfig, 'model' | 'parallel'> & {
   parallel: ResolvedLayout & { preset?: Preset };
 };
 
+/** Environment variable that sets train.kernels over the config file (a --set still wins). */
+export const KERNELS_ENV = 'LOONGTRAIN_KERNELS';
+
 /**
- * Read `path` (TOML; undefined = no file, all defaults), apply `overrides` in order, validate.
+ * Read `path` (TOML; undefined = no file, all defaults), apply the LOONGTRAIN_KERNELS environment
+ * variable and then `overrides` in order, validate.
  * Relative paths inside the config (data.path, save.dir, log.dir) stay relative to the
  * working directory.
  * @throws ConfigError: missing file, TOML syntax error (with line and column), malformed
@@ -140,8 +158,11 @@ export function loadConfig(path: string | undefined, overrides: readonly string[
       throw new ConfigError(`config file ${path} is not valid TOML: ${(e as Error).message}`);
     }
   }
+  const envKernels = process.env[KERNELS_ENV];
+  if (envKernels !== undefined && envKernels !== '') applyOverride(raw, `train.kernels=${JSON.stringify(envKernels)}`);
   for (const o of overrides) applyOverride(raw, o);
-  const origin = path ?? 'the default config';
+  let origin = path ?? 'the default config';
+  if (envKernels !== undefined && envKernels !== '') origin += ` with ${KERNELS_ENV}=${envKernels}`;
   return parseConfig(raw, overrides.length > 0 ? `${origin} with --set ${overrides.join(' --set ')}` : origin);
 }
 

@@ -74,10 +74,11 @@ export class TrainLogger {
       this.barShown = true;
     } else if (this.mode === 'plain' && (m.step % this.every === 0 || m.step === 1)) {
       const peakMiB = Math.max(...m.peakBytes) / 2 ** 20;
+      const catMiB = (c: 'saved' | 'activations'): string => (Math.max(...m.peakBytesByCategory[c]) / 2 ** 20).toFixed(1);
       const wait = Math.max(...m.commWaitMs);
       this.out(
         `step ${m.step} | loss ${payload.loss} | lr ${payload.lr} | grad norm ${m.gradNorm.toFixed(3)} | ${m.stepMs.toFixed(0)} ms | ` +
-          `${payload.tps} tok/s | TGS ${payload.tgs} | MFU ${payload.mfu} | peak ${peakMiB.toFixed(1)} MiB/rank | comm wait ${wait.toFixed(0)} ms`,
+          `${payload.tps} tok/s | TGS ${payload.tgs} | MFU ${payload.mfu} | peak ${peakMiB.toFixed(1)} MiB/rank (saved ${catMiB('saved')}, activations ${catMiB('activations')}) | comm wait ${wait.toFixed(0)} ms`,
       );
     }
   }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { MEMORY_CATEGORIES, type MemoryCategory } from '../tensor/arena.js';
 
 /**
  * Peak f32 FLOP/s of one rank's core, used as the MFU denominator (algorithms.md §7).
@@ -40,6 +41,12 @@ export interface StepMetrics {
   mfu: number;
   /** Peak arena bytes of each rank during the step. */
   peakBytes: number[];
+  /**
+   * Per category (params, grads, optim, activations, saved, comm, scratch), each rank's peak
+   * bytes of that category during the step. Each category peaks at its own moment, so these
+   * do not sum to peakBytes (docs/memory.md).
+   */
+  peakBytesByCategory: Record<MemoryCategory, number[]>;
   /** Milliseconds each rank spent blocked on communication during the step. */
   commWaitMs: number[];
 }
@@ -53,6 +60,7 @@ export interface RankStepReport {
   gradNorm: number;
   stepMs: number;
   peakBytes: number;
+  peakBytesByCategory: Record<MemoryCategory, number>;
   commWaitMs: number;
 }
 
@@ -76,6 +84,7 @@ export function combineStep(reports: RankStepReport[], tokensPerStep: number, mo
     tgs: tokensPerStep / world / seconds,
     mfu: modelFlopsPerStep / seconds / (world * peakPerRank),
     peakBytes: reports.map((r) => r.peakBytes),
+    peakBytesByCategory: Object.fromEntries(MEMORY_CATEGORIES.map((c) => [c, reports.map((r) => r.peakBytesByCategory[c])])) as Record<MemoryCategory, number[]>,
     commWaitMs: reports.map((r) => r.commWaitMs),
   };
 }

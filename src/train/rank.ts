@@ -5,11 +5,13 @@ import type { RankContext } from '../comm/rank-context.js';
 import { type Sequence, SequenceSampler, sequencePosition } from '../data/packing.js';
 import { shardSequence } from '../data/shard.js';
 import type { Kernels } from '../kernels/kernels.js';
-import { getKernels } from '../kernels/registry.js';
+import { createKernels } from '../kernels/registry.js';
 import { headDim } from '../model/config.js';
+import { checkpointedLayers } from '../model/checkpoint.js';
 import { countValidLabels, Transformer } from '../model/model.js';
-import { AdamW } from '../optim/adamw.js';
-import { clipGradNorm } from '../optim/clip.js';
+import { ModelParams, type ParamStore } from '../model/params.js';
+import { allSumF64 } from '../optim/collectives.js';
+import { ZeroOptimizer, zeroGroups, type ZeroShardGroup, type ZeroStage } from '../optim/zero.js';
 import { WarmupCosineSchedule } from '../optim/schedule.js';
 import { ParallelDims } from '../parallel/dims.js';
 import { loadCheckpoint, readTrainerState, saveCheckpoint, type TrainerState } from './checkpoint.js';
@@ -47,36 +49,26 @@ export interface CheckpointReport {
   path: string;
 }
 
-/**
- * Sum of f64 values over the group, identical on every member and independent of f32 rounding:
- * each value travels as an f32 pair (hi, lo) with hi + lo = x to ~2⁻⁴⁸ relative.
- */
-function allSumF64(group: ProcessGroup, x: number): number {
-  const hi = Math.fround(x);
-  const send = new Float32Array([hi, x - hi]);
-  const all = new Float32Array(2 * group.size);
-  group.allGather(send, all);
-  let sum = 0;
-  for (let i = 0; i < group.size; i++) sum += all[2 * i]! + all[2 * i + 1]!;
-  return sum;
-}
-
 /** What every rank builds before its first step: the grid, kernels, groups and the model with 2D-Attention. */
 export interface RankSetup {
   dims: ParallelDims;
   kernels: Kernels;
   /** All ranks: gradients and losses are summed over every token shard of the global batch. */
   world: ProcessGroup;
-  model: Transformer;
+  model: Transformer<ParamStore>;
+  /** Hybrid ZeRO of optim.zeroStage over optim.zeroShardGroup: owns the parameter store and the optimizer state. */
+  zero: ZeroOptimizer;
 }
 
 /**
- * Build this rank's grid, groups and model (parameters initialised from train.seed).
+ * Build this rank's grid, groups, ZeRO optimizer and model (parameters initialised from
+ * train.seed, identical under every layout).
  * @throws ConfigError when the world size does not match the layout.
  */
 export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
   const dims = new ParallelDims(cfg.parallel, ctx.world);
-  const kernels = getKernels(cfg.train.kernels);
+  // Per rank: the wasm and blas kernels work on this rank's arena.
+  const kernels = createKernels(cfg.train.kernels, ctx.arena);
   const hpGroup = ctx.newGroup('hp', dims.hpGroup(ctx.rank));
   const cpGroup = ctx.newGroup('cp', dims.cpGroup(ctx.rank));
   const world = ctx.newGroup('world', Array.from({ length: ctx.world }, (_, i) => i));
@@ -97,19 +89,46 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
       ...ringGroups,
       tracer: ctx.tracer,
     });
-  const model = new Transformer(kernels, ctx.arena, cfg.model, attention, { seed: cfg.train.seed });
-  return { dims, kernels, world, model };
+  const checkpoint = { policy: cfg.checkpoint.policy, layers: checkpointedLayers(cfg.checkpoint.fraction, cfg.model.layers) };
+  const stage = cfg.optim.zeroStage as ZeroStage;
+  const groups = zeroGroups(dims, ctx.rank, stage, cfg.optim.zeroShardGroup as ZeroShardGroup);
+  const zero = new ZeroOptimizer({
+    kernels,
+    arena: ctx.arena,
+    config: cfg.model,
+    seed: cfg.train.seed,
+    hyper: cfg.optim,
+    stage,
+    shard: ctx.newGroup(groups.shard.kind, groups.shard.ranks),
+    replicas: ctx.newGroup(groups.replicas.kind, groups.replicas.ranks),
+    world,
+  });
+  const model = new Transformer(kernels, ctx.arena, cfg.model, attention, { params: zero.store, checkpoint });
+  return { dims, kernels, world, model, zero };
 }
 
 /**
  * Forward and backward of this rank's share of a global batch, with the gradients summed over
- * `world` (every token shard: dp × hp × cp). `batch` is the whole global batch in dp-major
+ * every token shard (dp × hp × cp) by `reduceGradients` (default: all-reduce of the whole
+ * gradients over `world`, for replicated {@link ModelParams}; a ZeRO run passes
+ * ZeroOptimizer.reduceGradients). `batch` is the whole global batch in dp-major
  * order (dp index d uses batch[d·B … d·B + B − 1], B = batch.length / dp). Returns the loss
  * Σ token losses / Σ valid labels of the WHOLE batch (labels −1 are ignored), identical on
  * every rank; the gradients are of that loss.
- * @throws Error when the batch does not split evenly over dp or holds no valid label.
+ * @throws Error when the batch does not split evenly over dp or holds no valid label, or when a
+ * sharded store comes without its reduction.
  */
-export function forwardBackward(model: Transformer, dims: ParallelDims, rank: number, world: ProcessGroup, batch: readonly Sequence[]): number {
+export function forwardBackward(
+  model: Transformer<ParamStore>,
+  dims: ParallelDims,
+  rank: number,
+  world: ProcessGroup,
+  batch: readonly Sequence[],
+  reduceGradients: () => void = () => {
+    if (!(model.params instanceof ModelParams)) throw new Error('forwardBackward: sharded parameters need their ZeroOptimizer.reduceGradients');
+    world.allReduce(model.params.grads.data);
+  },
+): number {
   if (batch.length % dims.dp !== 0) throw new Error(`global batch of ${batch.length} sequences does not split over dp = ${dims.dp}`);
   const perDp = batch.length / dims.dp;
   let validLabels = 0;
@@ -123,21 +142,35 @@ export function forwardBackward(model: Transformer, dims: ParallelDims, rank: nu
     lossSum += model.forward(shard.tokens, shard.positions, shard.labels, 1 / validLabels);
     model.backward();
   }
-  world.allReduce(model.params.grads.data);
+  reduceGradients();
   return allSumF64(world, lossSum) / validLabels;
 }
 
 /**
+ * One training step of this rank on the global batch `batch`: forward/backward, gradients
+ * summed over every token shard (ZeRO: reduce-scattered over the shard group as each unit's
+ * backward ends), clipping by the global norm (each parameter counted once), and the AdamW step
+ * with learning rate `lr` on this rank's shard (skipped when the norm is not finite).
+ * Returns the global mean loss and the norm before clipping, identical on every rank.
+ */
+export function trainStep(setup: RankSetup, rank: number, batch: readonly Sequence[], lr: number, maxNorm: number): { loss: number; gradNorm: number } {
+  const { model, dims, world, zero } = setup;
+  const loss = forwardBackward(model, dims, rank, world, batch, () => zero.reduceGradients());
+  const gradNorm = zero.clip(maxNorm);
+  if (Number.isFinite(gradNorm)) zero.update(lr);
+  return { loss, gradNorm };
+}
+
+/**
  * One rank's training loop (DESIGN.md "One rank's step"): data shard → model forward/backward
- * with 2D-Attention → gradients summed over every token shard of the global batch (the world
- * group: dp × hp × cp) → global-norm clipping → AdamW. The loss is Σ token losses / Σ valid
- * labels of the whole global batch, identical on every rank.
+ * with 2D-Attention → gradients summed over every token shard of the global batch (dp × hp ×
+ * cp) → global-norm clipping → AdamW on this rank's ZeRO shard. The loss is Σ token losses /
+ * Σ valid labels of the whole global batch, identical on every rank.
  */
 export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
   const cfg = args.config;
-  const { dims, kernels, world, model } = buildRank(ctx, cfg);
-  const { params } = model;
-  const optimizer = new AdamW(kernels, ctx.arena, params.layout, params.params, params.grads, cfg.optim);
+  const setup = buildRank(ctx, cfg);
+  const { dims, world, model, zero } = setup;
   const schedule = new WarmupCosineSchedule({ maxLr: cfg.optim.lr, minLr: cfg.optim.minLr, warmupSteps: cfg.optim.warmupSteps, totalSteps: cfg.train.steps });
   const sampler = new SequenceSampler(args.stream, cfg.train.seqLen, cfg.train.seed);
   const { batchSize } = cfg.train;
@@ -146,7 +179,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
   let startStep = 0;
   if (args.resumeFrom !== undefined) {
     const state = readTrainerState(args.resumeFrom);
-    optimizer.importState(loadCheckpoint(args.resumeFrom, params, state.optimizerStep));
+    zero.loadFullState(loadCheckpoint(args.resumeFrom, model.params.layout, state.optimizerStep));
     startStep = state.step;
   }
 
@@ -160,12 +193,11 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
     for (let d = 0; d < dims.dp; d++) {
       for (let b = 0; b < batchSize; b++) batch.push(sampler.globalSequence(sequencePosition(step - 1, dims.dp, batchSize, d, b)));
     }
-    const loss = forwardBackward(model, dims, ctx.rank, world, batch);
-    const gradNorm = clipGradNorm(kernels, params.grads, maxNorm);
     const lr = schedule.lr(step);
-    if (Number.isFinite(gradNorm)) optimizer.update(lr);
+    const { loss, gradNorm } = trainStep(setup, ctx.rank, batch, lr, maxNorm);
     losses.push(loss);
     // Timed before any checkpoint so that saving does not show up as a slow step.
+    const stats = ctx.arena.stats();
     const report: RankStepReport = {
       kind: 'step',
       step,
@@ -173,7 +205,8 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       lr,
       gradNorm,
       stepMs: performance.now() - t0,
-      peakBytes: ctx.arena.stats().peakBytes,
+      peakBytes: stats.peakBytes,
+      peakBytesByCategory: stats.peakByCategory,
       commWaitMs: totalWaitMs(ctx) - waitBefore,
     };
     ctx.report(report);
@@ -181,11 +214,13 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
     // Every rank must stop at the same step: agree on the launcher's stop request collectively.
     const stopping = args.stopRequest !== undefined && anyRank(world, Atomics.load(args.stopRequest, 0) !== 0);
     if (stopping || step === args.stopAt || (cfg.save.every > 0 && step % cfg.save.every === 0)) {
-      if (ctx.rank === 0) {
+      // Every rank takes part in gathering the shards; rank 0 writes the whole tensors.
+      const full = zero.gatherFullState();
+      if (full !== undefined) {
         const state: TrainerState = {
           format: 1,
           step,
-          optimizerStep: optimizer.step,
+          optimizerStep: zero.step,
           dataPosition: sequencePosition(step, dims.dp, batchSize, 0, 0),
           sequencesPerStep: dims.dp * batchSize,
           causal: cfg.train.causal,
@@ -194,9 +229,11 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
           tokenizer: args.tokenizer,
           seqLen: cfg.train.seqLen,
           layout: dims.toString(),
+          zeroStage: zero.stage,
+          zeroShardGroup: cfg.optim.zeroShardGroup,
           rngState: cfg.train.seed,
         };
-        checkpoint = saveCheckpoint(cfg.save.dir, state, params, optimizer.exportState(), cfg.save.keep);
+        checkpoint = saveCheckpoint(cfg.save.dir, state, model.params.layout, full, cfg.save.keep);
         ctx.report({ kind: 'checkpoint', step, path: checkpoint } satisfies CheckpointReport);
       }
       world.barrier();

@@ -6,11 +6,13 @@ import { buildTokenStream, SequenceSampler } from '../data/packing.js';
 import { loadDocuments } from '../data/sources.js';
 import { createTokenizer } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
+import { resolveKernels } from '../kernels/registry.js';
 import { modelFlops } from '../model/flops.js';
 import { validateModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
+import { largestShardSize, modelStateBytes, zeroShardCount, type ZeroShardGroup, type ZeroStage } from '../optim/zero.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
-import { checkResumable, prepareFreshCheckpointDir, readTrainerState, resolveCheckpoint } from './checkpoint.js';
+import { checkCheckpointFiles, checkResumable, prepareFreshCheckpointDir, readTrainerState, resolveCheckpoint } from './checkpoint.js';
 import { configToToml, type Config } from './config.js';
 import { TrainLogger } from './logger.js';
 import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
@@ -60,11 +62,15 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
     const state = readTrainerState(resumeFrom);
     const sequencesPerStep = dims.dp * cfg.train.batchSize;
     checkResumable(state, { model: cfg.model, tokenizer: tokenizer.name, seqLen: cfg.train.seqLen, seed: cfg.train.seed, sequencesPerStep, causal: cfg.train.causal }, resumeFrom);
+    checkCheckpointFiles(resumeFrom, paramLayout(cfg.model));
     if (state.step >= stopAt) throw new ConfigError(`--resume: checkpoint ${resumeFrom} is at step ${state.step}, already at or past the last step ${stopAt}; raise train.steps to continue`);
     firstStep = state.step;
   }
 
-  checkArenaFitsModelStates(cfg);
+  checkArenaFitsModelStates(cfg, dims);
+  // An unavailable backend is a ConfigError here, before any rank starts; ranks get the resolved name.
+  const backend = resolveKernels(cfg.train.kernels);
+  const rankCfg: Config = { ...cfg, train: { ...cfg.train, kernels: backend.name } };
   const docs = loadDocuments(cfg.data);
   const tokens = buildTokenStream(docs, tokenizer);
   const stream = new Int32Array(new SharedArrayBuffer(tokens.byteLength));
@@ -74,13 +80,13 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   const deleted = resumeFrom === undefined ? prepareFreshCheckpointDir(cfg.save.dir, opts.overwrite ?? false) : [];
   const logger = new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out);
   mkdirSync(cfg.log.dir, { recursive: true });
-  writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(cfg));
+  writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(rankCfg));
   const peak = peakFlopsPerRank(cfg.log.peakGflopsPerRank);
   const sequencesPerStep = dims.dp * cfg.train.batchSize;
   const tokensPerStep = sequencesPerStep * cfg.train.seqLen;
   const flopsPerStep = 3 * sequencesPerStep * modelFlops(cfg.model, cfg.train.seqLen, cfg.train.causal);
   logger.info(
-    `loongtrain: ${plural(dims.world, 'rank')} (${dims}), kernels ${cfg.train.kernels}, ${plural(docs.length, 'document')}, ` +
+    `loongtrain: ${plural(dims.world, 'rank')} (${dims}), ${describeZero(cfg, dims)}, kernels ${backend.name} (${backend.detail}${cfg.train.kernels === 'auto' ? ', chosen by auto' : ''}), ${plural(docs.length, 'document')}, ` +
       `${stream.length} ${tokenizer.name} tokens (${sampler.count} sequences of ${cfg.train.seqLen}), ${firstStep + 1 === stopAt ? `step ${stopAt}` : `steps ${firstStep + 1}–${stopAt}`}` +
       (resumeFrom !== undefined ? `, resuming from ${resumeFrom}` : '') +
       `; peak ${(peak.flops / 1e9).toFixed(1)} GFLOP/s per rank (${peak.source})`,
@@ -114,7 +120,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
     logger.info('interrupt: stopping after the current step and saving a checkpoint (Ctrl-C again to quit at once)');
   };
   process.on('SIGINT', onInterrupt);
-  const args: RankTrainArgs = { config: cfg, tokenizer: tokenizer.name, stream, stopAt, stopRequest, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
+  const args: RankTrainArgs = { config: rankCfg, tokenizer: tokenizer.name, stream, stopAt, stopRequest, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
   let results: RankTrainResult[];
   const traces: TraceEvent[][] = [];
   try {
@@ -143,17 +149,29 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   return { steps, wallSeconds, interrupted, ...(checkpoint !== undefined ? { checkpoint } : {}) };
 }
 
+/** The ZeRO setting as the first log line names it, e.g. "zeroStage 3 over world (4 shards)". */
+function describeZero(cfg: Config, dims: ParallelDims): string {
+  const stage = cfg.optim.zeroStage as ZeroStage;
+  if (stage === 0) return 'zeroStage 0 (model states replicated)';
+  const group = cfg.optim.zeroShardGroup as ZeroShardGroup;
+  return `zeroStage ${stage} over ${group} (${plural(zeroShardCount(dims, stage, group), 'shard')})`;
+}
+
 function plural(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 /**
- * Every rank holds parameters, gradients and AdamW m and v in full (ZeRO stage 0): 16 bytes
- * per element of the flat parameter layout. Refuse an arena that cannot even hold those.
+ * Parameters, gradients and AdamW m and v take 16 bytes per element of the flat layout per rank
+ * at ZeRO stage 0, less as optim.zeroStage shards them (docs/zero.md). Refuse an arena that
+ * cannot even hold the largest shard's.
  * @throws ConfigError naming train.arenaMiB, the bytes needed and a size that fits.
  */
-function checkArenaFitsModelStates(cfg: Config): void {
-  const bytes = 16 * paramLayout(cfg.model).flatSize;
+function checkArenaFitsModelStates(cfg: Config, dims: ParallelDims): void {
+  const stage = cfg.optim.zeroStage as ZeroStage;
+  const shards = zeroShardCount(dims, stage, cfg.optim.zeroShardGroup as ZeroShardGroup);
+  const states = modelStateBytes(paramLayout(cfg.model).flatSize, largestShardSize(cfg.model, stage, shards), stage);
+  const bytes = states.params + states.grads + states.optim;
   const arenaBytes = cfg.train.arenaMiB * 2 ** 20;
   if (bytes >= arenaBytes) {
     throw new ConfigError(

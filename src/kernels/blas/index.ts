@@ -1,0 +1,55 @@
+import type { Tensor } from '../../tensor/tensor.js';
+import type { Kernels, MatmulOptions } from '../kernels.js';
+import { loadBlas, type Sgemm } from './library.js';
+
+export { blasAvailable, BLAS_LIBRARY_ENV, type BlasAvailability } from './library.js';
+
+// CBLAS enum values (cblas.h): CblasRowMajor, CblasNoTrans, CblasTrans.
+const ROW_MAJOR = 101;
+const NO_TRANS = 111;
+const TRANS = 112;
+
+function checkSize(name: string, t: Tensor, expected: number, shapeText: string): void {
+  if (t.size !== expected) {
+    throw new Error(`matmul: ${name} has ${t.size} elements (shape [${t.shape.join(', ')}]), expected ${expected} = ${shapeText}`);
+  }
+}
+
+/**
+ * C = op(A)·op(B) (+ C when `accumulate`) as one row-major cblas_sgemm on the tensors' own
+ * arena memory. koffi hands a Float32Array's backing store to C as a plain pointer, without a
+ * copy, also for the SharedArrayBuffer of an arena (test/kernels-blas.test.ts checks the address).
+ * A is [M, K] ([K, M] when transA), B is [K, N] ([N, K] when transB), C is [M, N]; f32
+ * accumulation in BLAS's blocking order, so results differ from the reference by f32 rounding.
+ * @throws Error when M, N, K is not a non-negative integer or a size does not match them.
+ */
+function blasMatmul(sgemm: Sgemm, c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number, opts: MatmulOptions = {}): void {
+  for (const [field, value] of Object.entries({ m, n, k })) {
+    if (!Number.isInteger(value) || value < 0) throw new Error(`matmul: ${field} = ${value} is invalid: it must be a non-negative integer`);
+  }
+  const transA = opts.transA === true;
+  const transB = opts.transB === true;
+  checkSize('A', a, m * k, transA ? `K·M = ${k}·${m}` : `M·K = ${m}·${k}`);
+  checkSize('B', b, k * n, transB ? `N·K = ${n}·${k}` : `K·N = ${k}·${n}`);
+  checkSize('C', c, m * n, `M·N = ${m}·${n}`);
+  if (m === 0 || n === 0) return;
+  // Leading dimensions are the row lengths as stored; BLAS rejects 0 even when K = 0 (then C = βC).
+  const lda = Math.max(1, transA ? m : k);
+  const ldb = Math.max(1, transB ? k : n);
+  sgemm(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, m, n, k, 1, a.data, lda, b.data, ldb, opts.accumulate === true ? 1 : 0, c.data, n);
+}
+
+/**
+ * The `blas` backend: matmul through the system's CBLAS (OpenBLAS, Accelerate; one BLAS thread
+ * per rank), every other kernel taken from `others` (the rank's `wasm` kernels when available,
+ * else `reference`).
+ * @throws Error with the reason from {@link blasAvailable} when no CBLAS library loads.
+ */
+export function createBlasKernels(others: Kernels): Kernels {
+  const lib = loadBlas();
+  if ('reason' in lib) throw new Error(`blas kernels unavailable: ${lib.reason}`);
+  const { sgemm } = lib;
+  const matmul: Kernels['matmul'] = (c, a, b, m, n, k, opts) => blasMatmul(sgemm, c, a, b, m, n, k, opts);
+  // Inherit rather than spread: a backend may be a class instance whose methods live on its prototype.
+  return Object.create(others, { name: { value: 'blas', enumerable: true }, matmul: { value: matmul, enumerable: true } }) as Kernels;
+}

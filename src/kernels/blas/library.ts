@@ -1,0 +1,107 @@
+import { createRequire } from 'node:module';
+
+/*
+ * Finding and loading a CBLAS library through koffi (an FFI package with prebuilt binaries for
+ * Node), once per thread. Every worker_thread loads the library on its own, but the process
+ * holds one copy of it: OpenBLAS's thread settings are process-wide.
+ */
+
+/** `cblas_sgemm` as koffi exposes it; pointer arguments take Float32Array views. */
+export type Sgemm = (
+  order: number, transA: number, transB: number, m: number, n: number, k: number,
+  alpha: number, a: Float32Array, lda: number, b: Float32Array, ldb: number,
+  beta: number, c: Float32Array, ldc: number,
+) => void;
+
+export interface BlasLibrary {
+  /** The file name or path that loaded. */
+  library: string;
+  sgemm: Sgemm;
+}
+
+export interface BlasAvailability {
+  ok: boolean;
+  /** The library that loaded, when ok. */
+  library?: string;
+  /** Why no library could be used, with the fix, when not ok. */
+  reason?: string;
+}
+
+/** Environment variable naming a CBLAS library to load instead of searching. */
+export const BLAS_LIBRARY_ENV = 'LOONGTRAIN_BLAS_LIBRARY';
+
+/**
+ * Where to look, in order. Debian's libopenblas0 ships libopenblas.so.0 (libopenblas-dev adds
+ * the unversioned link); libcblas/libblas.so.3 are the generic alternatives (netlib's libblas3
+ * also exports the cblas_* symbols). macOS always has Accelerate.
+ */
+function candidates(): string[] {
+  const named = process.env[BLAS_LIBRARY_ENV];
+  if (named !== undefined && named !== '') return [named];
+  if (process.platform === 'darwin') return ['/System/Library/Frameworks/Accelerate.framework/Accelerate', 'libopenblas.dylib'];
+  return ['libopenblas.so.0', 'libopenblas.so', 'libcblas.so.3', 'libcblas.so', 'libblas.so.3', 'libblas.so'];
+}
+
+function installHint(): string {
+  if (process.env[BLAS_LIBRARY_ENV]) return `check ${BLAS_LIBRARY_ENV}`;
+  if (process.platform === 'darwin') return 'Accelerate should always be present on macOS; or brew install openblas and set ' + BLAS_LIBRARY_ENV;
+  return 'apt-get install libopenblas-dev (Debian/Ubuntu) or dnf install openblas-devel, or set ' + BLAS_LIBRARY_ENV + ' to a CBLAS library';
+}
+
+let loaded: BlasLibrary | { reason: string } | undefined;
+
+/**
+ * Load the first CBLAS library of the search list (or `LOONGTRAIN_BLAS_LIBRARY`) that exports
+ * cblas_sgemm, limited to one BLAS thread: every rank is already one thread on its own core.
+ * The result (or the failure) is cached for the thread.
+ * @returns the library, or `{ reason }` saying what was tried and how to install one.
+ */
+export function loadBlas(): BlasLibrary | { reason: string } {
+  if (loaded !== undefined) return loaded;
+  loaded = tryLoad();
+  return loaded;
+}
+
+function tryLoad(): BlasLibrary | { reason: string } {
+  let koffi: typeof import('koffi');
+  try {
+    koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+  } catch (e) {
+    return { reason: `the koffi FFI package did not load (${(e as Error).message.split('\n')[0]}); run npm ci` };
+  }
+  // Read by OpenBLAS (and Accelerate) when the library initialises. A worker's process.env is
+  // its own copy, so this only reaches the C environment from the main thread; the launcher
+  // detects BLAS there before any worker starts, and openblas_set_num_threads covers the rest.
+  if (process.env.OPENBLAS_NUM_THREADS === undefined) process.env.OPENBLAS_NUM_THREADS = '1';
+  if (process.env.VECLIB_MAXIMUM_THREADS === undefined) process.env.VECLIB_MAXIMUM_THREADS = '1';
+  const tried: string[] = [];
+  for (const name of candidates()) {
+    let lib: ReturnType<typeof koffi.load>;
+    try {
+      lib = koffi.load(name);
+    } catch {
+      tried.push(`${name} (not found)`);
+      continue;
+    }
+    let sgemm: Sgemm;
+    try {
+      sgemm = lib.func('void cblas_sgemm(int order, int transA, int transB, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)') as Sgemm;
+    } catch {
+      tried.push(`${name} (no cblas_sgemm)`);
+      continue;
+    }
+    try {
+      (lib.func('void openblas_set_num_threads(int n)') as (n: number) => void)(1);
+    } catch {
+      // not OpenBLAS: the environment variables above are all there is
+    }
+    return { library: name, sgemm };
+  }
+  return { reason: `no CBLAS library found (tried ${tried.join(', ')}): ${installHint()}` };
+}
+
+/** Whether a CBLAS library loads on this machine, which one, or why not (loads it on first call). */
+export function blasAvailable(): BlasAvailability {
+  const lib = loadBlas();
+  return 'reason' in lib ? { ok: false, reason: lib.reason } : { ok: true, library: lib.library };
+}

@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { describe, it, type TestContext } from 'node:test';
+import { blasAvailable, createBlasKernels } from '../src/kernels/blas/index.js';
+import { referenceKernels } from '../src/kernels/reference/index.js';
+import { Arena } from '../src/tensor/arena.js';
+import { Rng } from '../src/tensor/rng.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { randomArray, relError } from './helpers/attention-ref.js';
+import { matmulRef } from './helpers/model-ref.js';
+
+const TOL = 1e-5;
+const blas = blasAvailable();
+const arena = new Arena(16 << 20);
+const rng = new Rng(41);
+
+/** Skip (saying why) on a machine without a CBLAS library; true when the test may run. */
+function needsBlas(t: TestContext): boolean {
+  if (!blas.ok) t.skip(`no CBLAS library: ${blas.reason}`);
+  return blas.ok;
+}
+
+function rand(n: number): [Tensor, Float64Array] {
+  const t = Tensor.from(arena, [n], randomArray(rng, n));
+  return [t, Float64Array.from(t.data)];
+}
+
+describe('blas backend', () => {
+  it(`reports whether a CBLAS library loads (${blas.ok ? blas.library : blas.reason})`, () => {
+    assert.equal(typeof blas.ok, 'boolean');
+    if (blas.ok) assert.match(blas.library!, /blas|Accelerate/i);
+    else assert.match(blas.reason!, /no CBLAS library found|koffi/);
+  });
+
+  it('hands BLAS a pointer into the arena, not a copy (SharedArrayBuffer views go by address)', (t) => {
+    if (!needsBlas(t)) return;
+    if (process.platform !== 'linux') return t.skip('uses glibc memcpy to read the pointer back');
+    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    // memcpy(dest, src, 0) returns dest as C received it: compare it with the arena's own address.
+    const memcpy = koffi.load('libc.so.6').func('void *memcpy(void *dest, const void *src, size_t n)') as (d: Float32Array, s: Float32Array, n: number) => unknown;
+    const base = koffi.address(new Uint8Array(arena.buffer, 0, 1));
+    const far = Tensor.zeros(arena, [1 << 20]);
+    const got = koffi.address(memcpy(far.data, far.data, 0));
+    assert.equal(got, base + BigInt(far.byteOffset));
+    far.free();
+  });
+
+  it('takes every kernel but matmul from the backend it is given', (t) => {
+    if (!needsBlas(t)) return;
+    const k = createBlasKernels(referenceKernels);
+    assert.equal(k.name, 'blas');
+    assert.notEqual(k.matmul, referenceKernels.matmul);
+    for (const name of ['attentionForward', 'rmsnormForward', 'rope', 'crossEntropy', 'adamw', 'sumSquares'] as const) assert.equal(k[name], referenceKernels[name], name);
+  });
+
+  // Awkward sizes: single rows and columns, odd sizes around SIMD widths and BLAS block edges, K = 0 and empty C.
+  const SIZES: Array<[number, number, number]> = [[1, 1, 1], [1, 7, 5], [3, 1, 9], [17, 13, 33], [64, 65, 31], [130, 67, 129], [5, 3, 0], [0, 4, 3], [4, 0, 3]];
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      for (const accumulate of [false, true]) {
+        it(`matmul matches a float64 reference: transA ${transA}, transB ${transB}, accumulate ${accumulate}`, (t) => {
+          if (!needsBlas(t)) return;
+          const k = createBlasKernels(referenceKernels);
+          for (const [m, n, kk] of SIZES) {
+            const [a, a64] = rand(m * kk);
+            const [b, b64] = rand(kk * n);
+            const [c, c64] = rand(m * n);
+            // Without accumulate C is output only: NaN there must not leak through (BLAS β = 0).
+            if (!accumulate) c.data.fill(NaN);
+            const want = matmulRef(a64, b64, m, n, kk, transA, transB);
+            if (accumulate) for (let i = 0; i < want.length; i++) want[i]! += c64[i]!;
+            k.matmul(c, a, b, m, n, kk, { transA, transB, accumulate });
+            const err = relError(c.data, want);
+            assert.ok(err <= TOL, `M ${m} N ${n} K ${kk}: relative error ${err} > ${TOL}`);
+            for (const x of [a, b, c]) x.free();
+          }
+        });
+      }
+    }
+  }
+
+  it('matmul on row views writes only the viewed rows', (t) => {
+    if (!needsBlas(t)) return;
+    const k = createBlasKernels(referenceKernels);
+    const [a, a64] = rand(6 * 4);
+    const [b, b64] = rand(4 * 3);
+    const [c, c64] = rand(9 * 3);
+    const c2 = c.reshape([9, 3]);
+    k.matmul(c2.rows(2, 8), a, b, 6, 3, 4);
+    const want = Float64Array.from(c64);
+    want.set(matmulRef(a64, b64, 6, 3, 4), 2 * 3);
+    assert.ok(relError(c.data, want) <= TOL);
+    for (const x of [a, b, c]) x.free();
+  });
+
+  it('matmul refuses sizes that do not match M, N, K, naming them', (t) => {
+    if (!needsBlas(t)) return;
+    const k = createBlasKernels(referenceKernels);
+    const a = Tensor.zeros(arena, [2, 3]);
+    const b = Tensor.zeros(arena, [3, 4]);
+    const c = Tensor.zeros(arena, [2, 4]);
+    assert.throws(() => k.matmul(c, a, b, 2, 4, 2), /matmul: A has 6 elements \(shape \[2, 3\]\), expected 4 = M·K = 2·2/);
+    assert.throws(() => k.matmul(c, a, b, 2, 5, 3), /matmul: B has 12 elements \(shape \[3, 4\]\), expected 15 = K·N = 3·5/);
+    assert.throws(() => k.matmul(c, a, b, 2.5, 4, 3), /matmul: m = 2.5 is invalid/);
+    for (const x of [a, b, c]) x.free();
+  });
+});
