@@ -31,7 +31,13 @@ function configError(fn: () => unknown, ...fragments: string[]): string {
 }
 
 describe('defaults and files', () => {
-  test('no file and an empty file give every default', () => {
+  test('no file and an empty file give every default', (t) => {
+    // The defaults themselves, not a backend chosen through the environment (the suite also runs per backend).
+    const env = process.env.LOONGTRAIN_KERNELS;
+    delete process.env.LOONGTRAIN_KERNELS;
+    t.after(() => {
+      if (env !== undefined) process.env.LOONGTRAIN_KERNELS = env;
+    });
     const cfg = loadConfig(undefined, []);
     assert.deepEqual(cfg, loadConfig(tomlFile('empty.toml', ''), []));
     assert.deepEqual(cfg.model, { vocabSize: 257, dim: 64, layers: 2, heads: 4, kvHeads: 2, ffnDim: 176, ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: true, initStd: 0.02 });
