@@ -1,16 +1,13 @@
 import type { Arena } from '../../tensor/arena.js';
 import type { Tensor } from '../../tensor/tensor.js';
+import { shapeText } from '../checks.js';
 
 /*
  * Argument checks of the `wasm` backend, done in TypeScript before any address reaches the
- * module (which trusts its inputs). Messages follow the reference backend's
- * (src/kernels/reference/), plus one the reference cannot need: every tensor must live in the
- * arena this backend was instantiated over.
+ * module (which trusts its inputs), beyond the shared ones of src/kernels/checks.ts: every
+ * tensor must live in the arena this backend was instantiated over, attention shapes, and
+ * scratch sizes.
  */
-
-export function shapeText(t: Tensor): string {
-  return `[${t.shape.join(', ')}]`;
-}
 
 /** @throws Error naming the kernel and tensor when `t` is not in `arena`. */
 export function checkArena(kernel: string, arena: Arena, tensors: Record<string, Tensor>): void {
@@ -19,49 +16,6 @@ export function checkArena(kernel: string, arena: Arena, tensors: Record<string,
       throw new Error(
         `${kernel}: ${name} ${shapeText(t)} lives in rank ${t.arena.rank}'s arena, not in the arena of rank ${arena.rank} that these wasm kernels were created over (createWasmKernels(arena) per rank)`,
       );
-    }
-  }
-}
-
-/** @throws Error naming the kernel, the tensor, its size and the expected size. */
-export function checkSize(kernel: string, name: string, t: Tensor, expected: number, shapeText: string): void {
-  if (t.size !== expected) {
-    throw new Error(`${kernel}: ${name} has ${t.size} elements (shape [${t.shape.join(', ')}]), expected ${expected} = ${shapeText}`);
-  }
-}
-
-/** @throws Error naming the field when a dimension is not a non-negative integer. */
-export function checkDims(kernel: string, dims: Record<string, number>): void {
-  for (const [field, value] of Object.entries(dims)) {
-    if (!Number.isInteger(value) || value < 0) throw new Error(`${kernel}: ${field} = ${value} is invalid: it must be a non-negative integer`);
-  }
-}
-
-/** Rows of a [rows, width] reading of `x`. @throws Error when x.size is not a multiple of width. */
-export function rowsOf(kernel: string, name: string, x: Tensor, width: number): number {
-  if (width <= 0 || x.size % width !== 0) {
-    throw new Error(`${kernel}: ${name} has ${x.size} elements (shape [${x.shape.join(', ')}]), not a whole number of rows of width ${width}`);
-  }
-  return x.size / width;
-}
-
-/** @throws Error naming the kernel and position of the first id outside [0, limit) (−1 allowed when `ignore`). */
-export function checkIds(kernel: string, field: string, ids: Int32Array, limit: number, ignore: boolean): void {
-  for (let r = 0; r < ids.length; r++) {
-    const id = ids[r]!;
-    if ((id < 0 || id >= limit) && !(ignore && id === -1)) {
-      throw new Error(`${kernel}: ${field}[${r}] = ${id} is invalid: it must be in [0, ${limit})${ignore ? ' or −1 (ignored)' : ''}`);
-    }
-  }
-}
-
-/** @throws Error when C overlaps A or B (the packed GEMM reads A and B after writing C). */
-export function checkNoOverlap(kernel: string, out: [string, Tensor], ins: Record<string, Tensor>): void {
-  const [outName, o] = out;
-  const oEnd = o.byteOffset + o.size * 4;
-  for (const [name, t] of Object.entries(ins)) {
-    if (o.size > 0 && t.size > 0 && o.byteOffset < t.byteOffset + t.size * 4 && t.byteOffset < oEnd) {
-      throw new Error(`${kernel}: ${outName} ${shapeText(o)} overlaps ${name} ${shapeText(t)} in memory; the output must be a separate tensor`);
     }
   }
 }

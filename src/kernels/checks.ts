@@ -1,0 +1,64 @@
+import type { Tensor } from '../tensor/tensor.js';
+
+/*
+ * Argument checks shared by the kernel backends (reference, wasm, blas), so that every backend
+ * rejects the same bad input with the same message naming the kernel, the tensor or field, the
+ * value and what would be valid.
+ */
+
+/** `[d0, d1, …]`, a tensor's shape as written in messages. */
+export function shapeText(t: Tensor): string {
+  return `[${t.shape.join(', ')}]`;
+}
+
+/** @throws Error naming the kernel, the tensor, its size and the expected size. */
+export function checkSize(kernel: string, name: string, t: Tensor, expected: number, shapeText: string): void {
+  if (t.size !== expected) {
+    throw new Error(`${kernel}: ${name} has ${t.size} elements (shape [${t.shape.join(', ')}]), expected ${expected} = ${shapeText}`);
+  }
+}
+
+/** @throws Error naming the field when a dimension is not a non-negative integer. */
+export function checkDims(kernel: string, dims: Record<string, number>): void {
+  for (const [field, value] of Object.entries(dims)) {
+    if (!Number.isInteger(value) || value < 0) throw new Error(`${kernel}: ${field} = ${value} is invalid: it must be a non-negative integer`);
+  }
+}
+
+/** Rows of a [rows, width] reading of `x`. @throws Error when x.size is not a multiple of width. */
+export function rowsOf(kernel: string, name: string, x: Tensor, width: number): number {
+  if (width <= 0 || x.size % width !== 0) {
+    throw new Error(`${kernel}: ${name} has ${x.size} elements (shape [${x.shape.join(', ')}]), not a whole number of rows of width ${width}`);
+  }
+  return x.size / width;
+}
+
+/** [V, D] of an embedding table. @throws Error when the table is not 2-D. */
+export function tableShape(kernel: string, table: Tensor): [number, number] {
+  if (table.shape.length !== 2) throw new Error(`${kernel}: the table has shape ${shapeText(table)}, expected [V, D]`);
+  return [table.shape[0]!, table.shape[1]!];
+}
+
+/** @throws Error naming the kernel and position of the first id outside [0, limit) (−1 allowed when `ignore`). */
+export function checkIds(kernel: string, field: string, ids: Int32Array, limit: number, ignore: boolean): void {
+  for (let r = 0; r < ids.length; r++) {
+    const id = ids[r]!;
+    if ((id < 0 || id >= limit) && !(ignore && id === -1)) {
+      throw new Error(`${kernel}: ${field}[${r}] = ${id} is invalid: it must be in [0, ${limit})${ignore ? ' or −1 (ignored)' : ''}`);
+    }
+  }
+}
+
+/**
+ * @throws Error when the output overlaps an input in memory (a blocked GEMM reads A and B after
+ * it has begun writing C, so an aliased output would corrupt its own inputs).
+ */
+export function checkNoOverlap(kernel: string, out: [string, Tensor], ins: Record<string, Tensor>): void {
+  const [outName, o] = out;
+  const oEnd = o.byteOffset + o.size * 4;
+  for (const [name, t] of Object.entries(ins)) {
+    if (o.size > 0 && t.size > 0 && o.arena === t.arena && o.byteOffset < t.byteOffset + t.size * 4 && t.byteOffset < oEnd) {
+      throw new Error(`${kernel}: ${outName} ${shapeText(o)} overlaps ${name} ${shapeText(t)} in memory; the output must be a separate tensor`);
+    }
+  }
+}
