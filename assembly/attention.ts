@@ -1,4 +1,4 @@
-import { expf, expv, logd, transpose4x4 } from './simd';
+import { expf, expv, logd, roundUp, transpose4x4 } from './simd';
 import { tile } from './gemm';
 
 /*
@@ -18,10 +18,6 @@ import { tile } from './gemm';
 const BR: i32 = 64;
 /** Keys per tile (a multiple of 8). */
 const BC: i32 = 64;
-
-function roundUp(x: i32, to: i32): i32 {
-  return (x + to - 1) / to * to;
-}
 
 /** Byte address of element [row, head, c] of a [rows, heads, d] tensor at base. */
 // @ts-ignore: decorator
@@ -103,13 +99,16 @@ function scoresT(st: usize, kPanels: usize, qPanels: usize, dp: i32, j0: i32, bc
   }
 }
 
-/** Scratch bytes {@link attentionForward} needs. */
-export function attentionForwardScratchBytes(sq: i32, sk: i32, d: i32): i32 {
-  const dp = roundUp(d, 8);
-  const sqp = roundUp(sq, 8);
-  const skp = roundUp(sk, 8);
+/**
+ * Scratch bytes {@link attentionForward} needs, in f64: for long blocks the count passes 2^31
+ * (e.g. backward at S = 400000, d = 128), which i32 arithmetic would wrap to a negative size.
+ */
+export function attentionForwardScratchBytes(sq: i32, sk: i32, d: i32): f64 {
+  const dp = <f64>roundUp(d, 8);
+  const sqp = <f64>roundUp(sq, 8);
+  const skp = <f64>roundUp(sk, 8);
   // Row staging, K panels, V column panels, Q panels, Sᵀ tile, O accumulator, m, l.
-  return (max(skp, sqp) * dp + 2 * skp * dp + sqp * dp + BC * BR + BR * dp + 2 * BR) * 4;
+  return (max(skp, sqp) * dp + 2 * skp * dp + sqp * dp + <f64>(BC * BR) + <f64>BR * dp + <f64>(2 * BR)) * 4;
 }
 
 /**
@@ -218,14 +217,14 @@ function onlineSoftmax(st: usize, bcp: i32, brp: i32, mRow: usize, lRow: usize, 
   for (let c = 0; c < dp; c += 4) v128.store(row + <usize>c * 4, f32x4.mul(v128.load(row + <usize>c * 4), s));
 }
 
-/** Scratch bytes {@link attentionBackward} needs. */
-export function attentionBackwardScratchBytes(sq: i32, sk: i32, d: i32): i32 {
-  const dp = roundUp(d, 8);
-  const sqp = roundUp(sq, 8);
-  const skp = roundUp(sk, 8);
+/** Scratch bytes {@link attentionBackward} needs, in f64 (see {@link attentionForwardScratchBytes}). */
+export function attentionBackwardScratchBytes(sq: i32, sk: i32, d: i32): f64 {
+  const dp = <f64>roundUp(d, 8);
+  const sqp = <f64>roundUp(sq, 8);
+  const skp = <f64>roundUp(sk, 8);
   // Row staging; K panels and column panels, V panels, dK and dV accumulators; Q panels and
   // column panels, dO panels and column panels, dQ accumulator; Pᵀ, dSᵀ, P, dS tiles; D and lse.
-  return (max(skp, sqp) * dp + 5 * skp * dp + 5 * sqp * dp + 4 * BC * BR + 2 * sqp) * 4;
+  return (max(skp, sqp) * dp + 5 * skp * dp + 5 * sqp * dp + <f64>(4 * BC * BR) + 2 * sqp) * 4;
 }
 
 /**

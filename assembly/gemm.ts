@@ -1,4 +1,4 @@
-import { madd, transpose4x4 } from './simd';
+import { madd, roundUp, transpose4x4 } from './simd';
 
 /*
  * Single-thread SGEMM in the GotoBLAS / BLIS structure: C is computed in NC-column blocks; for
@@ -55,10 +55,6 @@ const NC: i32 = 2048;
   v128.store(c + ldc, c10); v128.store(c + ldc, c11, 16);
   v128.store(c + 2 * ldc, c20); v128.store(c + 2 * ldc, c21, 16);
   v128.store(c + 3 * ldc, c30); v128.store(c + 3 * ldc, c31, 16);
-}
-
-function roundUp(x: i32, to: i32): i32 {
-  return (x + to - 1) / to * to;
 }
 
 /** Scratch bytes {@link matmul} needs for these sizes: one packed A block, one packed B block, one edge tile. */

@@ -12,6 +12,12 @@
   return f32x4.add(f32x4.mul(a, b), c);
 }
 
+/** x rounded up to a multiple of `to` (> 0): padded tile and panel sizes. */
+// @ts-ignore: decorator
+@inline export function roundUp(x: i32, to: i32): i32 {
+  return (x + to - 1) / to * to;
+}
+
 /** Below this, e^x < 2^−126 is returned as 0 (the smallest normal f32; −∞ maps to 0). */
 const EXP_LO: f32 = -87.33654;
 /** Above this, e^x is returned as +∞. */
@@ -20,9 +26,13 @@ const EXP_HI: f32 = 88.72283;
 const EXP_CLAMP_HI: f32 = 88.0;
 
 /**
- * e^x per lane, relative error ≤ 2 ulp of f32 on [−87.3, 88.7] (Cephes expf: x = n·ln2 + r,
+ * e^x per lane, relative error ≤ 2 ulp of f32 on [−87.3, 88] (Cephes expf: x = n·ln2 + r,
  * |r| ≤ ln2/2, degree-6 minimax polynomial for e^r, 2^n by building the exponent bits).
- * Returns 0 below −87.34 (so −∞ gives 0, the masked-score case) and +∞ above 88.72.
+ * Returns 0 below −87.34 (so −∞ gives 0, the masked-score case) and +∞ above 88.72. Inputs in
+ * (88, 88.72] are clamped to 88 (so that 2^n stays a normal f32) and return e^88 ≈ 1.65e38, an
+ * underestimate; no kernel passes such inputs where it matters: softmax and cross-entropy
+ * exponents are ≤ 0 after subtracting the maximum, and the SiLU gate σ(g) = 1/(1 + e^−g) is
+ * below 1e−38 there either way.
  */
 // @ts-ignore: decorator
 @inline export function expv(x: v128): v128 {

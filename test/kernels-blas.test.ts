@@ -104,4 +104,19 @@ describe('blas backend', () => {
     assert.throws(() => k.matmul(c, a, b, 2.5, 4, 3), /matmul: m = 2.5 is invalid/);
     for (const x of [a, b, c]) x.free();
   });
+
+  it('matmul refuses an output that overlaps A or B, as the wasm backend does; adjacent rows are fine', (t) => {
+    if (!needsBlas(t)) return;
+    const k = createBlasKernels(referenceKernels);
+    const m = Tensor.from(arena, [6, 4], randomArray(rng, 24));
+    const b = Tensor.from(arena, [4, 4], randomArray(rng, 16));
+    // Rows 2–4 as C against rows 0–2 as A: one row shared.
+    assert.throws(() => k.matmul(m.rows(2, 5), m.rows(0, 3), b, 3, 4, 4), /matmul: C \[3, 4\] overlaps A \[3, 4\] in memory; the output must be a separate tensor/);
+    assert.throws(() => k.matmul(b, m.rows(0, 4), b, 4, 4, 4), /matmul: C \[4, 4\] overlaps B \[4, 4\]/);
+    const a64 = Float64Array.from(m.data.subarray(0, 12));
+    const b64 = Float64Array.from(b.data);
+    k.matmul(m.rows(3, 6), m.rows(0, 3), b, 3, 4, 4);
+    assert.ok(relError(m.data.subarray(12, 24), matmulRef(a64, b64, 3, 4, 4)) <= TOL);
+    for (const x of [m, b]) x.free();
+  });
 });

@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Kernels } from '../src/kernels/kernels.js';
 import { referenceKernels as R } from '../src/kernels/reference/index.js';
+import { checkScratchBytes } from '../src/kernels/wasm/checks.js';
 import { createWasmKernels, wasmAvailable, type WasmSimd } from '../src/kernels/wasm/index.js';
-import { Arena } from '../src/tensor/arena.js';
+import { instantiate, wasmModule } from '../src/kernels/wasm/loader.js';
+import { Arena, MAX_ARENA_BYTES } from '../src/tensor/arena.js';
 import { Rng } from '../src/tensor/rng.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { randomArray, refBackward, refForward, relError, type RefDims } from './helpers/attention-ref.js';
@@ -60,6 +62,34 @@ function assertClose(what: string, got: ArrayLike<number>, want: ArrayLike<numbe
 
 function randomInts(n: number, lo: number, hi: number): Int32Array {
   return Int32Array.from({ length: n }, () => lo + rng.int(hi - lo));
+}
+
+/** Bytes the arena gives a tensor of `elements` f32 values (rounded up to 64). */
+function blockBytes(elements: number): number {
+  return Math.max(64, Math.ceil((elements * 4) / 64) * 64);
+}
+
+/**
+ * A zero tensor of `shape` allocated between two 16-float sentinels in `a`, which must be a fresh
+ * arena (first fit then places the three back to back). `check` asserts that nothing outside
+ * the tensor changed: both sentinels and the bytes between the tensor's end and its 64-byte block end.
+ */
+function guarded(a: Arena, shape: number[]): { t: Tensor; check(what: string): void } {
+  const pattern = Float32Array.from({ length: 16 }, (_, i) => 1000 + i);
+  const before = Tensor.from(a, [16], pattern);
+  const t = Tensor.zeros(a, shape);
+  const after = Tensor.from(a, [16], pattern);
+  assert.equal(t.byteOffset, before.byteOffset + 64, 'the guarded tensor directly follows its first sentinel');
+  assert.equal(after.byteOffset, t.byteOffset + blockBytes(t.size), 'the second sentinel directly follows the guarded tensor');
+  return {
+    t,
+    check(what: string): void {
+      assert.deepEqual(before.data, pattern, `${what}: the tensor allocated right before is unchanged`);
+      assert.deepEqual(after.data, pattern, `${what}: the tensor allocated right after is unchanged`);
+      const gap = new Uint8Array(a.buffer, t.byteOffset + t.size * 4, after.byteOffset - t.byteOffset - t.size * 4);
+      assert.ok(gap.every((b) => b === 0), `${what}: the padding after the tensor is untouched`);
+    },
+  };
 }
 
 describe('wasm backend availability', () => {
@@ -183,6 +213,55 @@ for (const simd of BUILDS) {
       K.attentionBackward(q, k, v, out, lse, dO, dq, dk, dv, { causal: false, scale: 0.4 });
       assert.deepEqual([dq.data, dk.data, dv.data], before);
       freeAll(q, k0, out, lse, k, v, dO, dq, dk, dv);
+    });
+
+    it('matmul writes nothing outside C: edge tiles of every transpose variant leave the neighbouring tensors unchanged', () => {
+      for (const [m, n, k] of [[5, 13, 7], [4, 8, 3], [1, 9, 2], [33, 3, 5]] as const) {
+        for (const transA of [false, true]) {
+          for (const transB of [false, true]) {
+            const fresh = new Arena(4 << 20, 6);
+            const W = createWasmKernels(fresh, { simd });
+            const a = Tensor.from(fresh, transA ? [k, m] : [m, k], randomArray(rng, m * k, 1));
+            const b = Tensor.from(fresh, transB ? [n, k] : [k, n], randomArray(rng, k * n, 1));
+            const c = guarded(fresh, [m, n]);
+            const opts = { transA, transB, accumulate: transA };
+            W.matmul(c.t, a, b, m, n, k, opts);
+            c.check(`matmul m=${m} n=${n} k=${k} ${JSON.stringify(opts)}`);
+            const cRef = Tensor.zeros(fresh, [m, n]);
+            R.matmul(cRef, a, b, m, n, k, opts);
+            assertClose(`matmul m=${m} n=${n} k=${k}`, c.t.data, cRef.data, TOL.matmul);
+          }
+        }
+      }
+    });
+
+    it('attention forward and backward write nothing outside out, lse, dq, dk, dv', () => {
+      const cases: RefDims[] = [
+        { sq: 13, sk: 13, heads: 3, kvHeads: 1, d: 6, causal: true },
+        { sq: 8, sk: 8, heads: 2, kvHeads: 2, d: 8, causal: true },
+        { sq: 5, sk: 70, heads: 2, kvHeads: 1, d: 12, causal: false },
+      ];
+      for (const c of cases) {
+        const what = `attention ${JSON.stringify(c)}`;
+        const fresh = new Arena(8 << 20, 7);
+        const W = createWasmKernels(fresh, { simd });
+        const qShape = [c.sq, c.heads, c.d];
+        const kShape = [c.sk, c.kvHeads, c.d];
+        const [q, dO] = [0, 1].map(() => Tensor.from(fresh, qShape, randomArray(rng, c.sq * c.heads * c.d, 1)));
+        const [k, v] = [0, 1].map(() => Tensor.from(fresh, kShape, randomArray(rng, c.sk * c.kvHeads * c.d, 1)));
+        const out = guarded(fresh, qShape);
+        const lse = guarded(fresh, [c.sq, c.heads]);
+        const opts = { causal: c.causal, scale: 1 / Math.sqrt(c.d) };
+        W.attentionForward(q!, k!, v!, out.t, lse.t, opts);
+        out.check(`${what} forward: out`);
+        lse.check(`${what} forward: lse`);
+        const [dq, dk, dv] = [guarded(fresh, qShape), guarded(fresh, kShape), guarded(fresh, kShape)];
+        W.attentionBackward(q!, k!, v!, out.t, lse.t, dO!, dq.t, dk.t, dv.t, opts);
+        for (const [name, g] of [['dq', dq], ['dk', dk], ['dv', dv]] as const) g.check(`${what} backward: ${name}`);
+        const ref = refBackward(q!.data, k!.data, v!.data, dO!.data, { ...c, scale: opts.scale });
+        assertClose(`${what} dq`, dq.t.data, ref.dq, TOL.attention);
+        assertClose(`${what} dv`, dv.t.data, ref.dv, TOL.attention);
+      }
     });
 
     it('mergeAttention matches the reference, including −∞ on either side and large LSE gaps', () => {
@@ -347,7 +426,7 @@ describe('wasm kernels: bad input and bookkeeping', () => {
     freeAll(a, b, c, sq, logits, losses, q, k, lse);
   });
 
-  it('returns its scratch: arena live bytes are unchanged after each kernel, also when it throws', () => {
+  it('returns its scratch: arena live bytes are unchanged after each kernel, also when it throws inside the scratch region', () => {
     const live = arena.stats().liveBytes;
     const a = rand([40, 30]);
     const b = rand([30, 20]);
@@ -356,12 +435,71 @@ describe('wasm kernels: bad input and bookkeeping', () => {
     K.matmul(c, a, b, 40, 20, 30);
     assert.equal(arena.stats().liveBytes, before);
     assert.ok(arena.stats().peakByCategory.scratch > 0, 'GEMM packing is counted as scratch');
+    // Option getters that throw, read only once the scratch is taken: the throw happens inside it.
+    let scratchAtThrow = 0;
+    const boom = (): never => {
+      scratchAtThrow = arena.stats().liveByCategory.scratch;
+      throw new Error('thrown inside the scratch region');
+    };
+    assert.throws(() => K.matmul(c, a, b, 40, 20, 30, { get accumulate(): boolean { return boom(); } }), /inside the scratch region/);
+    assert.ok(scratchAtThrow > 0, 'matmul held its scratch when it threw');
+    assert.equal(arena.stats().liveBytes, before);
+    const q = rand([9, 2, 8]);
+    const k = rand([9, 1, 8]);
+    const out = Tensor.zeros(arena, [9, 2, 8]);
+    const lse = Tensor.zeros(arena, [9, 2]);
+    const [dq, dk, dv] = [Tensor.zeros(arena, q.shape), Tensor.zeros(arena, k.shape), Tensor.zeros(arena, k.shape)];
+    const afterAttention = arena.stats().liveBytes;
+    for (const run of [
+      () => K.attentionForward(q, k, k, out, lse, { causal: true, get scale(): number { return boom(); } }),
+      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { causal: true, get scale(): number { return boom(); } }),
+    ]) {
+      scratchAtThrow = 0;
+      assert.throws(run, /inside the scratch region/);
+      assert.ok(scratchAtThrow > 0, 'attention held its scratch when it threw');
+      assert.equal(arena.stats().liveBytes, afterAttention);
+    }
+    // A check that throws before the scratch is taken leaves nothing behind either.
     const logits = rand([2, 3]);
     const losses = Tensor.zeros(arena, [2]);
     const afterAlloc = arena.stats().liveBytes;
     assert.throws(() => K.crossEntropy(logits, Int32Array.from([0, 7]), losses, 1));
     assert.equal(arena.stats().liveBytes, afterAlloc);
-    freeAll(a, b, c, logits, losses);
+    freeAll(a, b, c, q, k, out, lse, dq, dk, dv, logits, losses);
     assert.equal(arena.stats().liveBytes, live);
+  });
+
+  it('the arena refuses negative, fractional and non-finite sizes, naming the rank and the value', () => {
+    const live = arena.stats().liveBytes;
+    for (const bytes of [-5, -64, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      assert.throws(
+        () => arena.allocBytes(bytes, 'scratch'),
+        (e: unknown) => e instanceof RangeError && e.message.includes(`rank 3: arena allocation of ${bytes} bytes for scratch is invalid`),
+      );
+    }
+    assert.equal(arena.stats().liveBytes, live, 'nothing was allocated');
+    arena.freeBytes(arena.allocBytes(0, 'scratch'));
+  });
+
+  it('attention scratch sizes stay exact past 2^31 bytes and are refused clearly past 4 GiB, without allocating them', () => {
+    // The module's sizing exports, called directly: nothing is allocated.
+    const w = instantiate(wasmModule('plain').module, new Arena(1 << 16).memory);
+    const d = 128;
+    for (const [name, size] of [['attentionForward', w.attentionForwardScratchBytes], ['attentionBackward', w.attentionBackwardScratchBytes]] as const) {
+      // The size is affine in S (a multiple of 8) for Sq = Sk = S: extrapolate from two small S.
+      const at8 = size(8, 8, d);
+      const step = size(16, 16, d) - at8;
+      const expected = (s: number): number => at8 + ((s - 8) / 8) * step;
+      for (const s of [4096, 400_000, 4_000_000]) assert.equal(size(s, s, d), expected(s), `${name} scratch at S = ${s}`);
+      const long = size(4_000_000, 4_000_000, d);
+      assert.ok(long > MAX_ARENA_BYTES, `${name}: S = 4e6 needs more than 4 GiB (${long} bytes)`);
+      assert.throws(() => checkScratchBytes(name, long), new RegExp(`${name}: needs ${long} bytes of scratch, more than an arena can hold .*parallel\\.cp`));
+    }
+    const backward = w.attentionBackwardScratchBytes(400_000, 400_000, d);
+    assert.ok(backward > 2 ** 31 && backward <= MAX_ARENA_BYTES, `backward at S = 400000 needs ${backward} bytes: past i32, within an arena`);
+    assert.equal(checkScratchBytes('attentionBackward', backward), backward);
+    for (const bad of [-5, 0, 1.5, Number.NaN]) {
+      assert.throws(() => checkScratchBytes('attentionBackward', bad), new RegExp(`attentionBackward: scratch size ${bad} bytes is invalid`));
+    }
   });
 });

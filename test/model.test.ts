@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AttentionCore, AttentionSaved } from '../src/attention/core.js';
+import type { ProcessGroup } from '../src/comm/process-group.js';
 import { LocalAttention } from '../src/attention/local.js';
 import { ConfigError } from '../src/errors.js';
 import type { Kernels } from '../src/kernels/kernels.js';
@@ -8,7 +9,8 @@ import { referenceKernels } from '../src/kernels/reference/index.js';
 import { type ModelConfig, validateModelConfig } from '../src/model/config.js';
 import { modelFlops } from '../src/model/flops.js';
 import { countValidLabels, Transformer } from '../src/model/model.js';
-import { ModelParams, PARAM_ALIGN, paramLayout } from '../src/model/params.js';
+import { initialParams, ModelParams, PARAM_ALIGN, paramLayout } from '../src/model/params.js';
+import { ShardedParamStore } from '../src/optim/zero-store.js';
 import { ParallelDims } from '../src/parallel/dims.js';
 import { takeIndices, zigzagIndices } from '../src/parallel/sharding.js';
 import { Arena } from '../src/tensor/arena.js';
@@ -237,6 +239,70 @@ describe('RoPE inside the model uses global positions (F6)', () => {
       });
     }
   });
+});
+
+/** A core that fails in one pass (the stand-in for any error inside a unit's forward or backward). */
+class FailingCore implements AttentionCore {
+  constructor(
+    private readonly inner: AttentionCore,
+    private readonly failIn: 'forward' | 'backward',
+  ) {}
+  forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved {
+    if (this.failIn === 'forward') throw new Error('core failed in forward');
+    return this.inner.forward(q, k, v);
+  }
+  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
+    if (this.failIn === 'backward') throw new Error('core failed in backward');
+    this.inner.backward(saved, dOut, dq, dk, dv);
+  }
+  release(saved: AttentionSaved): void {
+    this.inner.release(saved);
+  }
+}
+
+/** A one-member shard group: ZeRO's gathers and reductions over it exchange no message. */
+function soloGroup(): ProcessGroup {
+  const none = (): never => {
+    throw new Error('a one-member group sends nothing');
+  };
+  return {
+    kind: 'world', ranks: [0], rank: 0, size: 1,
+    send: none, recv: none, isend: none, irecv: none, allToAll: none, allGather: none, reduceScatter: none, allReduce: none, broadcast: none, barrier: none,
+  };
+}
+
+describe('a throw inside a unit leaves the parameter store clean', () => {
+  for (const failIn of ['forward', 'backward'] as const) {
+    it(`ZeRO stage 3 store, attention of layer 1 throws in ${failIn}: no unit held, no gathered or prefetched buffer`, () => {
+      const config: ModelConfig = { ...BASE, layers: 3 };
+      const arena = new Arena(4 << 20);
+      const store = new ShardedParamStore({ arena, config, group: soloGroup(), shardParams: true });
+      store.loadFlat(initialParams(config, 3));
+      const states = arena.stats().liveByCategory;
+      const model = new Transformer(referenceKernels, arena, config, (l) => (l === 1 ? new FailingCore(localCore(config), failIn) : localCore(config)), { params: store });
+      const rng = new Rng(5);
+      const tokens = randomTokens(rng, 8, config.vocabSize);
+      const positions = Int32Array.from({ length: 8 }, (_, i) => i);
+      if (failIn === 'forward') {
+        assert.throws(() => model.forward(tokens, positions, tokens, 1 / 8), /core failed in forward/);
+      } else {
+        model.forward(tokens, positions, tokens, 1 / 8);
+        assert.throws(() => model.backward(), /core failed in backward/);
+      }
+      const live = arena.stats().liveByCategory;
+      // Only the shards remain: layer 1's gathered parameters and gradients and the prefetched neighbour are freed.
+      assert.equal(live.params, states.params, 'parameter bytes back to the shard');
+      assert.equal(live.grads, states.grads, 'gradient bytes back to the shard');
+      assert.throws(() => store.param('layers.1.attn.wq'), /not gathered/);
+      assert.throws(() => store.grad('layers.1.attn.wq'), /not available/);
+      store.zeroGrads();
+      // The store serves a unit again afterwards (the head: the last unit, which prefetches nothing).
+      store.acquire('head', 'forward');
+      assert.deepEqual(store.param('norm').data, new Float32Array(config.dim).fill(1));
+      store.release('head', 'forward');
+      assert.equal(arena.stats().liveByCategory.params, states.params);
+    });
+  }
 });
 
 describe('modelFlops', () => {

@@ -3,6 +3,7 @@ import { before, describe, it } from 'node:test';
 import { launchRanks } from '../src/comm/threads/launch.js';
 import { initialParams, paramLayout } from '../src/model/params.js';
 import { ShardPlan } from '../src/optim/shard-plan.js';
+import { zeroGroups, type ZeroStage } from '../src/optim/zero.js';
 import { ParallelDims } from '../src/parallel/dims.js';
 import { Rng } from '../src/tensor/rng.js';
 import { loadConfig } from '../src/train/config.js';
@@ -56,7 +57,7 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
   return d / scale;
 }
 
-function assertSameTraining(got: ZeroTrainResult[], ref: ZeroTrainResult[], what: string, diagnostic: (msg: string) => void): void {
+function assertSameTraining(got: ZeroTrainResult[], ref: ZeroTrainResult[], what: string, layout: string[], outside: number, diagnostic: (msg: string) => void): void {
   const g = got[0]!.full!;
   const r = ref[0]!.full!;
   assert.equal(g.step, STEPS, `${what}: AdamW steps`);
@@ -64,12 +65,22 @@ function assertSameTraining(got: ZeroTrainResult[], ref: ZeroTrainResult[], what
   diagnostic(`largest difference from stage 0: ${diffs.map(([k, d]) => `${k} ${d.toExponential(2)}`).join(', ')}`);
   for (const [key, d] of diffs) assert.ok(d <= 1e-6, `${what}: ${key} after ${STEPS} steps differ from unsharded AdamW by ${d.toExponential(2)} > 1e-6`);
   // Training really moved the parameters, so the equality is not the trivial one.
-  const init = initialParams(config([]).model, config([]).train.seed);
+  const init = initialParams(config(layout).model, config(layout).train.seed);
   assert.ok(maxRelDiff(r.params, init) > 1e-3, `${what}: the reference parameters moved`);
+  // A rank outside rank 0's shard group (its own shards and replica reduction) serves the same parameters.
+  const d = maxRelDiff(got[outside]!.params, r.params);
+  assert.ok(d <= 1e-6, `${what}: rank ${outside}'s parameters differ from unsharded AdamW by ${d.toExponential(2)}`);
   for (let s = 0; s < STEPS; s++) {
     const rel = Math.abs(got[0]!.gradNorms[s]! - ref[0]!.gradNorms[s]!) / ref[0]!.gradNorms[s]!;
     assert.ok(rel <= 1e-6, `${what}: grad norm of step ${s + 1} ${got[0]!.gradNorms[s]} vs ${ref[0]!.gradNorms[s]}`);
-    for (const rank of got) assert.equal(rank.gradNorms[s], got[0]!.gradNorms[s], `${what}: every rank sees the same global norm`);
+    // The first step runs on the initial parameters: its loss is the same computation, bit for bit.
+    const lossRel = Math.abs(got[0]!.losses[s]! - ref[0]!.losses[s]!) / ref[0]!.losses[s]!;
+    if (s === 0) assert.equal(got[0]!.losses[0], ref[0]!.losses[0], `${what}: loss of step 1`);
+    else assert.ok(lossRel <= 1e-6, `${what}: loss of step ${s + 1} ${got[0]!.losses[s]} vs ${ref[0]!.losses[s]}`);
+    for (const rank of got) {
+      assert.equal(rank.gradNorms[s], got[0]!.gradNorms[s], `${what}: every rank sees the same global norm`);
+      assert.equal(rank.losses[s], got[0]!.losses[s], `${what}: every rank sees the same loss`);
+    }
   }
 }
 
@@ -106,6 +117,7 @@ describe('ZeRO stages train exactly like unsharded AdamW', () => {
     'dp=2 cp=2': ['parallel.dp=2', 'parallel.cp=2'],
     'cp=3 (uneven shards)': ['parallel.cp=3'],
     'cp=2, 2 sequences per rank, full recomputation': ['parallel.cp=2', 'train.batchSize=2', 'checkpoint.policy=full'],
+    'hp=2 cp=2, untied embedding': ['parallel.hp=2', 'parallel.cp=2', 'model.tiedEmbeddings=false'],
   };
   before(async () => {
     for (const [name, layout] of Object.entries(layouts)) refs.set(name, await train(layout));
@@ -122,11 +134,20 @@ describe('ZeRO stages train exactly like unsharded AdamW', () => {
     ['cp=3 (uneven shards)', '3', 'world'],
     ['cp=2, 2 sequences per rank, full recomputation', '2', 'world'],
     ['cp=2, 2 sequences per rank, full recomputation', '3', 'world'],
+    // The head unit is its own [norm, output] segment, not the embedding's.
+    ['hp=2 cp=2, untied embedding', '2', 'world'],
+    ['hp=2 cp=2, untied embedding', '3', 'world'],
   ];
   for (const [layout, stage, group] of cases) {
     it(`${layout}, zeroStage ${stage} over ${group}`, async (t) => {
-      const got = await train([...layouts[layout]!, `optim.zeroStage=${stage}`, `optim.zeroShardGroup=${group}`]);
-      assertSameTraining(got, refs.get(layout)!, `${layout} stage ${stage} ${group}`, (m) => t.diagnostic(m));
+      const overrides = [...layouts[layout]!, `optim.zeroStage=${stage}`, `optim.zeroShardGroup=${group}`];
+      const cfg = config(overrides);
+      const dims = new ParallelDims(cfg.parallel);
+      // The first rank outside rank 0's shard group; the last rank when the group is the world.
+      const group0 = zeroGroups(dims, 0, cfg.optim.zeroStage as ZeroStage, cfg.optim.zeroShardGroup).shard.ranks;
+      const outside = Array.from({ length: dims.world }, (_, r) => r).find((r) => !group0.includes(r)) ?? dims.world - 1;
+      const got = await train(overrides);
+      assertSameTraining(got, refs.get(layout)!, `${layout} stage ${stage} ${group}`, layouts[layout]!, outside, (m) => t.diagnostic(m));
     });
   }
 });

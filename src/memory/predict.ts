@@ -3,6 +3,7 @@ import { headDim, type ModelConfig } from '../model/config.js';
 import { type ParamPass, paramLayout, paramUnits } from '../model/params.js';
 import { ZERO_STAGES, zeroPlan, type ZeroStage } from '../optim/zero.js';
 import { unitSegments } from '../optim/zero-store.js';
+import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import { MEMORY_CATEGORIES, type MemoryCategory } from '../tensor/arena.js';
 
 /**
@@ -378,17 +379,16 @@ function blockBackward(m: Ledger, s: Dims, kept: Kept): void {
  * replicated, 4 + 4 + 8 bytes per element of the flat parameter layout). The rank predicted is
  * the one whose shard holds the most bytes (shards differ by at most one element per segment).
  * @param seqLen S, the tokens of one sequence (the rank holds S / (hp·cp)).
- * @throws ConfigError for an unknown policy or a fraction outside (0, 1]; Error when S is not
- * a multiple of 2·hp·cp, w does not divide cp, the stage is not 0–3, or the shard count is not
- * a positive integer (1 for stage 0).
+ * @throws ConfigError for a layout the trainer refuses (parallel/dims.ts validateLayout: hp,
+ * cp, w not positive integers, w not dividing cp, hp not fitting heads and kvHeads, S not a
+ * positive multiple of 2·hp·cp), an unknown policy or a fraction outside (0, 1]; Error when the
+ * stage is not 0–3 or the shard count is not a positive integer (1 for stage 0).
  */
 export function predictPeakBytes(model: ModelConfig, seqLen: number, layout: MemoryLayout, checkpoint: MemoryPolicy, zero: MemoryZero = { stage: 0, shards: 1 }): MemoryPrediction {
   const { hp, cp, innerRingSize: w } = layout;
+  // The trainer's own check, so a layout it would refuse is never predicted (dp and placement do not change memory).
+  validateLayout(new ParallelDims({ dp: 1, hp, cp, innerRingSize: w, placement: 'head-first' }), { heads: model.heads, kvHeads: model.kvHeads, seqLen });
   const sp = hp * cp;
-  if (!Number.isInteger(seqLen) || seqLen % (2 * sp) !== 0 || seqLen < 2 * sp) {
-    throw new Error(`predictPeakBytes: seqLen = ${seqLen} is invalid: it must be a positive multiple of 2·hp·cp = ${2 * sp}`);
-  }
-  if (!Number.isInteger(w) || w < 1 || cp % w !== 0) throw new Error(`predictPeakBytes: innerRingSize = ${w} is invalid: it must divide cp = ${cp}`);
   if (!ZERO_STAGES.includes(zero.stage)) throw new Error(`predictPeakBytes: zeroStage = ${zero.stage} is invalid: it must be one of ${ZERO_STAGES.join(', ')}`);
   if (!Number.isInteger(zero.shards) || zero.shards < 1 || (zero.stage === 0 && zero.shards !== 1)) {
     throw new Error(`predictPeakBytes: shards = ${zero.shards} is invalid: it must be a positive integer (the shard group's size), and 1 for zeroStage 0`);

@@ -157,12 +157,21 @@ export class Transformer<S extends ParamStore = ModelParams> {
     residuals[0]!.free();
   }
 
-  /** Run `body` with unit `unit` acquired from the store for `pass`. */
+  /**
+   * Run `body` with unit `unit` acquired from the store for `pass`. When the body or the release
+   * throws, the store abandons its acquisitions and prefetches instead of releasing: a release
+   * after backward reduce-scatters, which would wait on peers that are not coming.
+   */
   private using<T>(unit: string, pass: ParamPass, body: () => T): T {
     this.params.acquire(unit, pass);
-    const result = body();
-    this.params.release(unit, pass);
-    return result;
+    try {
+      const result = body();
+      this.params.release(unit, pass);
+      return result;
+    } catch (err) {
+      this.params.abandon();
+      throw err;
+    }
   }
 
   private checkInputs(tokens: Int32Array, positions: Int32Array, labels: Int32Array, gradScale: number): void {

@@ -97,6 +97,24 @@ export function initialParams(config: ModelConfig, seed: number): Float32Array {
   return flat;
 }
 
+/** Lookup of a layout's parameters by name. The function throws an Error naming an unknown name and how names look. */
+export function paramSpecLookup(layout: ParamLayout): (name: string) => ParamSpec {
+  const byName = new Map(layout.specs.map((s) => [s.name, s]));
+  return (name) => {
+    const s = byName.get(name);
+    if (s === undefined) throw new Error(`unknown parameter ${JSON.stringify(name)}; parameters are named like tok_embeddings, layers.0.attn.wq, norm (see docs/model.md)`);
+    return s;
+  };
+}
+
+/**
+ * View of parameter `s` with its shape, sharing `buf`'s memory; `buf` holds flat elements
+ * from `base` on (0: a whole flat params or grads tensor; a segment's start: a ZeRO buffer).
+ */
+export function paramView(buf: Tensor, s: ParamSpec, base = 0): Tensor {
+  return buf.rows(s.offset - base, s.offset - base + s.size).reshape(s.shape);
+}
+
 /** Which pass a unit is acquired for: 'backward' also makes its gradients writable. */
 export type ParamPass = 'forward' | 'backward';
 
@@ -137,6 +155,13 @@ export interface ParamStore {
   acquire(unit: string, pass: ParamPass): void;
   /** End the use begun by the matching acquire; may communicate. */
   release(unit: string, pass: ParamPass): void;
+  /**
+   * After a forward or backward threw: end every acquisition still open and drop posted
+   * prefetches, WITHOUT communicating (the peers may be anywhere; a collective here would wait
+   * out the timeout and hide the error). Gradients not yet reduced are lost; the step must not
+   * be completed.
+   */
+  abandon(): void;
   /** Parameter `name` with its shape. @throws Error for an unknown name or (sharded) outside its unit's acquisition. */
   param(name: string): Tensor;
   /** The gradient of `name`, accumulated into by backward. @throws Error likewise (sharded: only during a 'backward' acquisition). */
@@ -158,32 +183,25 @@ export class ModelParams implements ParamStore {
   readonly params: Tensor;
   /** [flatSize], category 'grads'. */
   readonly grads: Tensor;
-  private readonly byName: Map<string, ParamSpec>;
+  private readonly spec: (name: string) => ParamSpec;
 
   /** Allocates zero params and grads from `arena`. @throws ConfigError for a bad config. */
   constructor(arena: Arena, config: ModelConfig) {
     this.config = config;
     this.layout = paramLayout(config);
-    this.byName = new Map(this.layout.specs.map((s) => [s.name, s]));
+    this.spec = paramSpecLookup(this.layout);
     this.params = Tensor.zeros(arena, [this.layout.flatSize], 'params');
     this.grads = Tensor.zeros(arena, [this.layout.flatSize], 'grads');
   }
 
-  /** The layout entry called `name`. @throws Error naming the unknown name. */
-  spec(name: string): ParamSpec {
-    const s = this.byName.get(name);
-    if (s === undefined) throw new Error(`unknown parameter ${JSON.stringify(name)}; parameters are named like tok_embeddings, layers.0.attn.wq, norm (see docs/model.md)`);
-    return s;
-  }
-
   /** View of parameter `name` with its shape, sharing the flat tensor's memory. */
   param(name: string): Tensor {
-    return viewOf(this.params, this.spec(name));
+    return paramView(this.params, this.spec(name));
   }
 
   /** View of the gradient of `name` with its shape, sharing the flat grads' memory. */
   grad(name: string): Tensor {
-    return viewOf(this.grads, this.spec(name));
+    return paramView(this.grads, this.spec(name));
   }
 
   /** Deterministic initialisation that does not depend on the parallel layout ({@link initialParams}). */
@@ -195,12 +213,10 @@ export class ModelParams implements ParamStore {
 
   release(): void {}
 
+  abandon(): void {}
+
   /** Set every gradient to 0 (before a step's first backward). */
   zeroGrads(): void {
     this.grads.data.fill(0);
   }
-}
-
-function viewOf(flat: Tensor, s: ParamSpec): Tensor {
-  return flat.rows(s.offset, s.offset + s.size).reshape(s.shape);
 }

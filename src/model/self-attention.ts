@@ -6,9 +6,10 @@ import { linearBackwardInput, linearBackwardWeight, linearForward } from './line
 import type { ParamStore } from './params.js';
 
 /**
- * What {@link SelfAttention.forward} keeps for backward: its input xn (owned by the caller),
- * the positions and the attention core's saved state (output, LSE and the core's own q/k/v;
- * owned by the core, freed by its backward or release).
+ * What {@link SelfAttention.backward} needs from the forward ({@link SelfAttention.attend} then
+ * {@link SelfAttention.project}): its input xn (owned by the caller), the positions and the
+ * attention core's saved state (output, LSE and the core's own q/k/v; owned by the core, freed
+ * by its backward or release).
  */
 export interface SelfAttentionSaved {
   xn: Tensor;
@@ -71,16 +72,6 @@ export class SelfAttention {
   /** residual [T, D] += attn.out·Woᵀ (the output projection of an {@link attend} result). */
   project(residual: Tensor, attn: AttentionSaved): void {
     linearForward(this.kernels, residual, attn.out, this.params.param(this.wo), true);
-  }
-
-  /**
-   * residual [T, D] += Wo·attention(RoPE(xn·Wqᵀ), RoPE(xn·Wkᵀ), xn·Wvᵀ) for xn [T, D] and the
-   * tokens' global positions [T].
-   */
-  forward(residual: Tensor, xn: Tensor, positions: Int32Array): SelfAttentionSaved {
-    const attn = this.attend(xn, positions);
-    this.project(residual, attn);
-    return { xn, positions, attn };
   }
 
   /** Free the core's saved state of an {@link attend} result that will not be backpropagated. */

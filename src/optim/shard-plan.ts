@@ -1,4 +1,4 @@
-import { chunkBounds } from '../comm/threads/group.js';
+import { chunkBounds } from '../comm/chunks.js';
 
 /** A run [start, end) of the flat parameter layout that is sharded, gathered and reduced as one. */
 export interface ShardSegment {
@@ -18,7 +18,7 @@ export interface ShardPiece {
 /**
  * How the flat parameter layout is cut over `shards` ZeRO shards (Rajbhandari et al. 2020,
  * "ZeRO", §5). Each segment is split on its own, as evenly as possible: shard g holds
- * segment elements [⌊g·L/n⌋, ⌊(g+1)·L/n⌋) (the rule of comm/threads/group.ts `chunkBounds`),
+ * segment elements [⌊g·L/n⌋, ⌊(g+1)·L/n⌋) (comm/chunks.ts `chunkBounds`, the rule of the collectives' chunks),
  * so a segment whose length L is not a multiple of n gives pieces differing by one element, and
  * a segment shorter than n leaves some shards an empty piece. A shard stores its pieces packed
  * one after another.

@@ -1,6 +1,6 @@
 import type { ProcessGroup } from '../comm/process-group.js';
 import type { ModelConfig } from '../model/config.js';
-import { type ParamLayout, type ParamPass, type ParamSpec, type ParamStore, type ParamUnit, paramLayout, paramUnits } from '../model/params.js';
+import { type ParamLayout, type ParamPass, type ParamSpec, type ParamStore, type ParamUnit, paramLayout, paramSpecLookup, paramUnits, paramView } from '../model/params.js';
 import type { Arena } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
 import { type Pending, postAllGatherv, reduceScatterv, zeroTag } from './collectives.js';
@@ -85,7 +85,7 @@ export class ShardedParamStore implements ParamStore {
   readonly gradShard: Tensor;
   private readonly arena: Arena;
   private readonly group: ProcessGroup;
-  private readonly specs: Map<string, ParamSpec>;
+  private readonly spec: (name: string) => ParamSpec;
   private readonly unitIndex: Map<string, number>;
   private readonly segmentsOfUnit: number[][];
   private readonly segmentOfParam: Map<string, number>;
@@ -99,7 +99,7 @@ export class ShardedParamStore implements ParamStore {
     this.units = paramUnits(opts.config);
     this.arena = opts.arena;
     this.group = opts.group;
-    this.specs = new Map(this.layout.specs.map((s) => [s.name, s]));
+    this.spec = paramSpecLookup(this.layout);
     const { segments, ofUnit, ofParam } = unitSegments(this.layout, this.units);
     this.plan = new ShardPlan(this.layout.flatSize, segments, opts.group.size);
     this.pieces = this.plan.pieces(opts.group.rank);
@@ -176,13 +176,26 @@ export class ShardedParamStore implements ParamStore {
     }
   }
 
+  /**
+   * Free every gathered and gradient buffer, acquired or prefetched, without communicating.
+   * A prefetch's gather is dropped unwaited: a `threads` receive only copies when waited, so its
+   * buffer is not written after this; the peers' messages stay queued, which is why a failed
+   * step ends the job (DESIGN decision 8) rather than training on.
+   */
+  abandon(): void {
+    for (const map of [this.gathered, this.gradBuffers]) {
+      for (const buf of map.values()) buf.tensor.free();
+      map.clear();
+    }
+  }
+
   param(name: string): Tensor {
     const spec = this.spec(name);
-    if (this.fullParams !== undefined) return viewOf(this.fullParams, spec, 0);
+    if (this.fullParams !== undefined) return paramView(this.fullParams, spec);
     const s = this.segmentOfParam.get(name)!;
     const buf = this.gathered.get(s);
     if (buf === undefined || buf.refs === 0) throw new Error(`parameter ${name} is not gathered: with ZeRO stage 3 a parameter is available only between acquire and release of its unit`);
-    return viewOf(buf.tensor, spec, this.plan.segments[s]!.start);
+    return paramView(buf.tensor, spec, this.plan.segments[s]!.start);
   }
 
   grad(name: string): Tensor {
@@ -190,7 +203,7 @@ export class ShardedParamStore implements ParamStore {
     const s = this.segmentOfParam.get(name)!;
     const buf = this.gradBuffers.get(s);
     if (buf === undefined) throw new Error(`the gradient of ${name} is not available: with ZeRO stage ≥ 2 a gradient exists only between acquire(unit, 'backward') and release of its unit`);
-    return viewOf(buf.tensor, spec, this.plan.segments[s]!.start);
+    return paramView(buf.tensor, spec, this.plan.segments[s]!.start);
   }
 
   zeroGrads(): void {
@@ -232,14 +245,4 @@ export class ShardedParamStore implements ParamStore {
     return u;
   }
 
-  private spec(name: string): ParamSpec {
-    const s = this.specs.get(name);
-    if (s === undefined) throw new Error(`unknown parameter ${JSON.stringify(name)}; parameters are named like tok_embeddings, layers.0.attn.wq, norm (see docs/model.md)`);
-    return s;
-  }
-}
-
-/** View of parameter `s` in a buffer whose element 0 is flat element `base`. */
-function viewOf(buf: Tensor, s: ParamSpec, base: number): Tensor {
-  return buf.rows(s.offset - base, s.offset - base + s.size).reshape(s.shape);
 }

@@ -63,10 +63,17 @@ export class Arena {
   }
 
   /**
-   * Reserve `bytes` (rounded up to 64) and return the byte offset. Memory is zero-filled.
+   * Reserve `bytes` (rounded up to 64; 0 still takes one 64-byte block) and return the byte
+   * offset. Memory is zero-filled.
+   * @throws RangeError naming the rank and the value when `bytes` is not a non-negative integer
+   * (a negative size is what an overflowed size computation looks like; rounding it up would
+   * hand out a block smaller than the caller writes).
    * @throws ArenaExhaustedError naming the rank, the request, the category, live bytes and the limit.
    */
   allocBytes(bytes: number, category: MemoryCategory): number {
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new RangeError(`rank ${this.rank}: arena allocation of ${bytes} bytes for ${category} is invalid: the size must be a non-negative integer`);
+    }
     const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
     for (let i = 0; i < this.free.length; i++) {
       const block = this.free[i]!;

@@ -20,3 +20,13 @@ export function median(xs: readonly number[]): number {
   const m = s.length >> 1;
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
+
+/**
+ * Fixed-width text table: every column right-aligned to its widest cell except the last, left
+ * as is (free text such as notes, which need no padding).
+ */
+export function table(head: string[], rows: string[][]): string[] {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padStart(widths[i]!))).join('  ');
+  return [line(head), ...rows.map(line)];
+}

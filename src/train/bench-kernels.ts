@@ -6,7 +6,7 @@ import { Arena } from '../tensor/arena.js';
 import { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
 import { benchLayouts } from './bench.js';
-import { machineInfo, median, type MachineInfo } from './bench-common.js';
+import { machineInfo, median, table, type MachineInfo } from './bench-common.js';
 import type { Config } from './config.js';
 import { peakFlopsPerRank } from './metrics.js';
 
@@ -292,12 +292,6 @@ export async function benchKernels(opts: KernelBenchOptions): Promise<KernelBenc
 }
 
 const fmt = (x: number | null, digits: number): string => (x === null ? '—' : x.toFixed(digits));
-
-function table(head: string[], rows: string[][]): string[] {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padStart(widths[i]!))).join('  ');
-  return [line(head), ...rows.map(line)];
-}
 
 /** The report as fixed-width tables, for people. */
 export function formatKernelTable(r: KernelBenchReport): string {

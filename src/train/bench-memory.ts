@@ -6,7 +6,7 @@ import { predictPeakBytes, type MemoryLayout, type MemoryZero } from '../memory/
 import { CHECKPOINT_POLICIES, type CheckpointPolicy } from '../model/checkpoint.js';
 import type { ZeroStage } from '../optim/zero.js';
 import { MAX_ARENA_BYTES, MEMORY_CATEGORIES, type MemoryCategory } from '../tensor/arena.js';
-import { machineInfo, median, type MachineInfo } from './bench-common.js';
+import { machineInfo, median, table, type MachineInfo } from './bench-common.js';
 import type { Config } from './config.js';
 import { train } from './train.js';
 
@@ -69,14 +69,15 @@ export interface LongestSequence {
   hp: number;
   cp: number;
   policy: CheckpointPolicy;
-  /** Arena bytes one rank may use: min(4 GiB, (machine memory − reserve) / ranks). */
+  /** Arena bytes one rank may use: min(4 GiB, (machine memory − reserve) / ranks); ≤ 0 when there is none. */
   budgetBytesPerRank: number;
-  /** Longest S (a multiple of 2·sp) whose predicted peak fits the budget. */
+  /** Longest S (a multiple of 2·sp) whose predicted peak fits the budget; 0 when none does. */
   seqLen: number;
+  /** Predicted peak at seqLen (when seqLen is 0: at the shortest sequence, 2·sp, which did not fit). */
   predictedPeakBytes: number;
-  /** Step time at seqLen estimated from the measured zeroStage-0 run as stepMs · (S / S₀)² (attention dominates). */
+  /** Step time at seqLen estimated from the measured zeroStage-0 run as stepMs · (S / S₀)² (attention dominates); 0 when seqLen is 0. */
   estimatedStepMs: number;
-  /** A step actually run at seqLen, or why not. */
+  /** A step actually run at seqLen (arena: the prediction + 25% for kernel scratch), or why not: over the time limit, nothing fits, or the run failed. */
   verified: { ran: true; measuredPeakBytes: number; stepMs: number } | { ran: false; reason: string };
 }
 
@@ -96,10 +97,19 @@ export interface MemoryBenchReport {
 const MiB = 2 ** 20;
 const RESERVE = { base: 2 * 2 ** 30, perRank: 256 * MiB };
 
-/** Arena bytes one rank may use on this machine with `ranks` ranks. */
+/** Arena bytes one rank may use on this machine with `ranks` ranks; ≤ 0 when the reserve takes all the memory. */
 export function arenaBudgetPerRank(ranks: number, totalBytes = os.totalmem()): number {
   const share = Math.floor((totalBytes - RESERVE.base - RESERVE.perRank * ranks) / ranks / MiB) * MiB;
   return Math.min(MAX_ARENA_BYTES, share);
+}
+
+/**
+ * Arena bytes for a run whose predicted peak is `predictedBytes`: 25% above it (the wasm and
+ * blas kernels take per-call scratch that the prediction leaves out), at least train.arenaMiB,
+ * at most 4 GiB.
+ */
+function arenaWithHeadroom(cfg: Config, predictedBytes: number): number {
+  return Math.min(MAX_ARENA_BYTES, Math.max(cfg.train.arenaMiB * MiB, 1.25 * predictedBytes));
 }
 
 /**
@@ -154,8 +164,7 @@ export async function benchMemory(opts: MemoryBenchOptions): Promise<MemoryBench
         const zero: MemoryZero = { stage: zeroStage, shards: zeroStage === 0 ? 1 : sp };
         for (const policy of CHECKPOINT_POLICIES) {
           const predicted = predictPeakBytes(cfg.model, seqLen, layout, { policy, fraction: 1 }, zero);
-          const arenaBytes = Math.min(MAX_ARENA_BYTES, Math.max(cfg.train.arenaMiB * MiB, 1.25 * predicted.peakBytes));
-          const measured = (await runOnce(cfg, layout, policy, zeroStage, seqLen, steps, arenaBytes, scratch)).slice(warmup);
+          const measured = (await runOnce(cfg, layout, policy, zeroStage, seqLen, steps, arenaWithHeadroom(cfg, predicted.peakBytes), scratch)).slice(warmup);
           const peak = Math.max(...measured.flatMap((s) => s.peakBytes));
           const byCategory = Object.fromEntries(MEMORY_CATEGORIES.map((c) => [c, Math.max(...measured.flatMap((s) => s.peakBytesByCategory[c]))])) as Record<MemoryCategory, number>;
           results.push({
@@ -180,7 +189,18 @@ export async function benchMemory(opts: MemoryBenchOptions): Promise<MemoryBench
       const sp = layout.hp * layout.cp;
       const budget = arenaBudgetPerRank(sp);
       for (const policy of CHECKPOINT_POLICIES) {
+        const row = { sp, hp: layout.hp, cp: layout.cp, policy, budgetBytesPerRank: budget };
         const s = longestSeqLen(cfg.model, layout, policy, budget);
+        if (s === 0) {
+          // Not even the shortest sequence fits: report what it would need instead of a length.
+          const shortest = predictPeakBytes(cfg.model, 2 * sp, layout, { policy, fraction: 1 }).peakBytes;
+          const reason =
+            budget <= 0
+              ? `no budget: ${formatBytes(os.totalmem())} of machine memory leave nothing per rank for ${sp} ranks after the reserve`
+              : `no sequence fits: the shortest (S = ${2 * sp}) needs ${formatBytes(shortest)} per rank, the budget is ${formatBytes(budget)}`;
+          longest.push({ ...row, seqLen: 0, predictedPeakBytes: shortest, estimatedStepMs: 0, verified: { ran: false, reason } });
+          continue;
+        }
         const predicted = predictPeakBytes(cfg.model, s, layout, { policy, fraction: 1 }).peakBytes;
         const base = results.find((r) => r.sp === sp && r.policy === policy && r.zeroStage === 0)!;
         const estimatedStepMs = base.stepMs * (s / seqLen) ** 2;
@@ -188,10 +208,15 @@ export async function benchMemory(opts: MemoryBenchOptions): Promise<MemoryBench
         if (estimatedStepMs > opts.verifyLimitMs) {
           verified = { ran: false, reason: `not run: one step is estimated at ${formatDuration(estimatedStepMs)} (limit ${formatDuration(opts.verifyLimitMs)})` };
         } else {
-          const [step] = await runOnce(cfg, layout, policy, 0, s, 1, budget, scratch);
-          verified = { ran: true, measuredPeakBytes: Math.max(...step!.peakBytes), stepMs: step!.stepMs };
+          try {
+            // The prediction leaves out the wasm and blas kernels' per-call scratch: the same headroom as the runs above.
+            const [step] = await runOnce(cfg, layout, policy, 0, s, 1, arenaWithHeadroom(cfg, predicted), scratch);
+            verified = { ran: true, measuredPeakBytes: Math.max(...step!.peakBytes), stepMs: step!.stepMs };
+          } catch (e) {
+            verified = { ran: false, reason: `failed: ${e instanceof Error ? e.message : String(e)}` };
+          }
         }
-        longest.push({ sp, hp: layout.hp, cp: layout.cp, policy, budgetBytesPerRank: budget, seqLen: s, predictedPeakBytes: predicted, estimatedStepMs, verified });
+        longest.push({ ...row, seqLen: s, predictedPeakBytes: predicted, estimatedStepMs, verified });
       }
     }
   } finally {
@@ -200,18 +225,16 @@ export async function benchMemory(opts: MemoryBenchOptions): Promise<MemoryBench
   return { suite: 'memory', machine: machineInfo(), model: cfg.model, seqLen, kernels: resolveKernels(cfg.train.kernels).name, results, reserveBytes: RESERVE, longest };
 }
 
+function formatBytes(bytes: number): string {
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${(bytes / MiB).toFixed(1)} MiB`;
+}
+
 function formatDuration(ms: number): string {
   const s = ms / 1000;
   if (s < 120) return `${s.toFixed(0)} s`;
   if (s < 7200) return `${(s / 60).toFixed(0)} min`;
   if (s < 2 * 86400) return `${(s / 3600).toFixed(1)} h`;
   return `${(s / 86400).toFixed(0)} days`;
-}
-
-function table(head: string[], rows: string[][]): string[] {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-  return [line(head), ...rows.map(line)];
 }
 
 /** Fixed-width tables of a report, for people. */

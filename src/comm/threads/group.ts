@@ -1,19 +1,10 @@
+import { chunkBounds } from '../chunks.js';
 import { GROUP_KINDS, type CommRequest, type GroupKind, type ProcessGroup } from '../process-group.js';
 import { nowMicros } from '../trace.js';
 import { USER_TAG_LIMIT, describeGroup, describeTag, type Endpoint, type GroupAddress } from './transport.js';
 
 const EMPTY = new Float32Array(0);
 const DONE: CommRequest = { wait() {} };
-
-/**
- * Chunk boundaries for splitting `length` elements over `size` members, as even as possible:
- * chunk g is [bounds[g], bounds[g+1]) with bounds[g] = ⌊g·length/size⌋ (lengths differ by at most 1).
- */
-export function chunkBounds(length: number, size: number): number[] {
-  const bounds: number[] = [];
-  for (let g = 0; g <= size; g++) bounds.push(Math.floor((g * length) / size));
-  return bounds;
-}
 
 function equalBounds(chunk: number, size: number): number[] {
   return Array.from({ length: size + 1 }, (_, g) => g * chunk);

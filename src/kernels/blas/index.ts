@@ -1,4 +1,5 @@
 import type { Tensor } from '../../tensor/tensor.js';
+import { checkDims, checkNoOverlap, checkSize } from '../checks.js';
 import type { Kernels, MatmulOptions } from '../kernels.js';
 import { loadBlas, type Sgemm } from './library.js';
 
@@ -9,29 +10,24 @@ const ROW_MAJOR = 101;
 const NO_TRANS = 111;
 const TRANS = 112;
 
-function checkSize(name: string, t: Tensor, expected: number, shapeText: string): void {
-  if (t.size !== expected) {
-    throw new Error(`matmul: ${name} has ${t.size} elements (shape [${t.shape.join(', ')}]), expected ${expected} = ${shapeText}`);
-  }
-}
-
 /**
  * C = op(A)·op(B) (+ C when `accumulate`) as one row-major cblas_sgemm on the tensors' own
  * arena memory. koffi hands a Float32Array's backing store to C as a plain pointer, without a
  * copy, also for the SharedArrayBuffer of an arena (test/kernels-blas.test.ts checks the address).
  * A is [M, K] ([K, M] when transA), B is [K, N] ([N, K] when transB), C is [M, N]; f32
  * accumulation in BLAS's blocking order, so results differ from the reference by f32 rounding.
- * @throws Error when M, N, K is not a non-negative integer or a size does not match them.
+ * @throws Error when M, N, K is not a non-negative integer, a size does not match them, or C
+ * overlaps A or B in memory.
  */
 function blasMatmul(sgemm: Sgemm, c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number, opts: MatmulOptions = {}): void {
-  for (const [field, value] of Object.entries({ m, n, k })) {
-    if (!Number.isInteger(value) || value < 0) throw new Error(`matmul: ${field} = ${value} is invalid: it must be a non-negative integer`);
-  }
+  checkDims('matmul', { m, n, k });
   const transA = opts.transA === true;
   const transB = opts.transB === true;
-  checkSize('A', a, m * k, transA ? `K·M = ${k}·${m}` : `M·K = ${m}·${k}`);
-  checkSize('B', b, k * n, transB ? `N·K = ${n}·${k}` : `K·N = ${k}·${n}`);
-  checkSize('C', c, m * n, `M·N = ${m}·${n}`);
+  checkSize('matmul', 'A', a, m * k, transA ? `K·M = ${k}·${m}` : `M·K = ${m}·${k}`);
+  checkSize('matmul', 'B', b, k * n, transB ? `N·K = ${n}·${k}` : `K·N = ${k}·${n}`);
+  checkSize('matmul', 'C', c, m * n, `M·N = ${m}·${n}`);
+  // The BLAS standard leaves an output aliasing an input undefined (blocked GEMMs read A and B after writing C).
+  checkNoOverlap('matmul', ['C', c], { A: a, B: b });
   if (m === 0 || n === 0) return;
   // Leading dimensions are the row lengths as stored; BLAS rejects 0 even when K = 0 (then C = βC).
   const lda = Math.max(1, transA ? m : k);

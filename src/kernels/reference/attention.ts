@@ -1,4 +1,5 @@
 import type { Tensor } from '../../tensor/tensor.js';
+import { attentionDims, shapeText, type AttentionDims } from '../checks.js';
 import type { AttentionOptions } from '../kernels.js';
 
 /**
@@ -10,45 +11,6 @@ import type { AttentionOptions } from '../kernels.js';
  * in the f32 tensors. A row that sees no key gets output 0 and lse −∞ and contributes nothing
  * to any gradient, so −∞ never turns into NaN (DESIGN decision 4, failure case F3).
  */
-
-interface AttentionDims {
-  sq: number;
-  sk: number;
-  heads: number;
-  kvHeads: number;
-  d: number;
-  /** Query heads per KV head: query head j uses KV head ⌊j / group⌋ (algorithms.md §3). */
-  group: number;
-}
-
-function shapeText(t: Tensor): string {
-  return `[${t.shape.join(', ')}]`;
-}
-
-/**
- * Check q [Sq, H, d], k and v [Sk, Hkv, d], out-like [Sq, H, d] and lse [Sq, H]; causal needs Sq = Sk.
- * @throws Error naming the tensor, its shape and the expected shape.
- */
-function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<string, Tensor>, lse: Tensor, causal: boolean): AttentionDims {
-  if (q.shape.length !== 3) throw new Error(`attention: q must be [Sq, H, d], got shape ${shapeText(q)}`);
-  if (k.shape.length !== 3) throw new Error(`attention: k must be [Sk, Hkv, d], got shape ${shapeText(k)}`);
-  const [sq, heads, d] = q.shape as [number, number, number];
-  const [sk, kvHeads, dk] = k.shape as [number, number, number];
-  if (dk !== d) throw new Error(`attention: k head dim ${dk} ≠ q head dim ${d} (q ${shapeText(q)}, k ${shapeText(k)})`);
-  if (kvHeads < 1 || heads % kvHeads !== 0) {
-    throw new Error(`attention: q heads ${heads} must be a positive multiple of k heads ${kvHeads} (q ${shapeText(q)}, k ${shapeText(k)})`);
-  }
-  if (v.size !== k.size) throw new Error(`attention: v ${shapeText(v)} must have the shape of k ${shapeText(k)}`);
-  for (const [name, t] of Object.entries(outs)) {
-    const want = name.startsWith('dk') || name.startsWith('dv') ? k.size : q.size;
-    if (t.size !== want) throw new Error(`attention: ${name} ${shapeText(t)} must have ${want} elements (the shape of ${want === k.size ? 'k' : 'q'})`);
-  }
-  if (lse.size !== sq * heads) throw new Error(`attention: lse ${shapeText(lse)} must be [Sq, H] = [${sq}, ${heads}]`);
-  if (causal && sq !== sk) {
-    throw new Error(`attention: causal attention needs Sq = Sk (query i sees keys j ≤ i), got Sq = ${sq}, Sk = ${sk}; use causal: false for a rectangular block`);
-  }
-  return { sq, sk, heads, kvHeads, d, group: heads / kvHeads };
-}
 
 /** Number of keys visible to query row i: all Sk, or i + 1 when causal. */
 function visibleKeys(i: number, dims: AttentionDims, causal: boolean): number {

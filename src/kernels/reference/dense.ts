@@ -1,4 +1,5 @@
 import type { Tensor } from '../../tensor/tensor.js';
+import { checkDims, checkIds, checkSize, rowsOf, tableShape } from '../checks.js';
 import type { AdamWOptions, MatmulOptions } from '../kernels.js';
 
 /*
@@ -7,26 +8,6 @@ import type { AdamWOptions, MatmulOptions } from '../kernels.js';
  * numbers (float64) and are written as f32: this backend is the exactness yardstick for the
  * faster ones. Outputs must not alias inputs unless a method says it works in place.
  */
-
-function checkSize(kernel: string, name: string, t: Tensor, expected: number, shapeText: string): void {
-  if (t.size !== expected) {
-    throw new Error(`${kernel}: ${name} has ${t.size} elements (shape [${t.shape.join(', ')}]), expected ${expected} = ${shapeText}`);
-  }
-}
-
-function checkDims(kernel: string, dims: Record<string, number>): void {
-  for (const [field, value] of Object.entries(dims)) {
-    if (!Number.isInteger(value) || value < 0) throw new Error(`${kernel}: ${field} = ${value} is invalid: it must be a non-negative integer`);
-  }
-}
-
-/** Rows of a [rows, width] reading of `x` whose total size must be rows·width. */
-function rowsOf(kernel: string, name: string, x: Tensor, width: number): number {
-  if (width <= 0 || x.size % width !== 0) {
-    throw new Error(`${kernel}: ${name} has ${x.size} elements (shape [${x.shape.join(', ')}]), not a whole number of rows of width ${width}`);
-  }
-  return x.size / width;
-}
 
 /**
  * C = op(A)·op(B) (+ C when `accumulate`). A is [M, K] ([K, M] when transA), B is [K, N]
@@ -229,13 +210,6 @@ export function crossEntropy(logits: Tensor, labels: Int32Array, losses: Tensor,
   return total;
 }
 
-function checkIds(kernel: string, ids: Int32Array, vocab: number): void {
-  for (let r = 0; r < ids.length; r++) {
-    const id = ids[r]!;
-    if (id < 0 || id >= vocab) throw new Error(`${kernel}: ids[${r}] = ${id} is invalid: it must be in [0, ${vocab})`);
-  }
-}
-
 /**
  * out[t, :] = table[ids[t], :]; table [V, D] (must be 2-D), out [T, D].
  * @throws Error naming the position of an id outside [0, V).
@@ -243,7 +217,7 @@ function checkIds(kernel: string, ids: Int32Array, vocab: number): void {
 export function embeddingForward(out: Tensor, table: Tensor, ids: Int32Array): void {
   const [v, d] = tableShape('embeddingForward', table);
   checkSize('embeddingForward', 'out', out, ids.length * d, `T·D = ${ids.length}·${d}`);
-  checkIds('embeddingForward', ids, v);
+  checkIds('embeddingForward', 'ids', ids, v, false);
   for (let r = 0; r < ids.length; r++) out.data.set(table.data.subarray(ids[r]! * d, ids[r]! * d + d), r * d);
 }
 
@@ -251,18 +225,13 @@ export function embeddingForward(out: Tensor, table: Tensor, ids: Int32Array): v
 export function embeddingBackward(dtable: Tensor, dout: Tensor, ids: Int32Array): void {
   const [v, d] = tableShape('embeddingBackward', dtable);
   checkSize('embeddingBackward', 'dout', dout, ids.length * d, `T·D = ${ids.length}·${d}`);
-  checkIds('embeddingBackward', ids, v);
+  checkIds('embeddingBackward', 'ids', ids, v, false);
   const DT = dtable.data;
   const DO = dout.data;
   for (let r = 0; r < ids.length; r++) {
     const base = ids[r]! * d;
     for (let i = 0; i < d; i++) DT[base + i] = DT[base + i]! + DO[r * d + i]!;
   }
-}
-
-function tableShape(kernel: string, table: Tensor): [number, number] {
-  if (table.shape.length !== 2) throw new Error(`${kernel}: the table has shape [${table.shape.join(', ')}], expected [V, D]`);
-  return [table.shape[0]!, table.shape[1]!];
 }
 
 /**

@@ -1,12 +1,12 @@
-import type { Arena } from '../../tensor/arena.js';
+import { type Arena, MAX_ARENA_BYTES } from '../../tensor/arena.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { shapeText } from '../checks.js';
 
 /*
  * Argument checks of the `wasm` backend, done in TypeScript before any address reaches the
- * module (which trusts its inputs), beyond the shared ones of src/kernels/checks.ts: every
- * tensor must live in the arena this backend was instantiated over, attention shapes, and
- * scratch sizes.
+ * module (which trusts its inputs), beyond the shared shape checks of src/kernels/checks.ts:
+ * every tensor must live in the arena this backend was instantiated over, and scratch sizes
+ * must be ones an arena can give.
  */
 
 /** @throws Error naming the kernel and tensor when `t` is not in `arena`. */
@@ -20,36 +20,21 @@ export function checkArena(kernel: string, arena: Arena, tensors: Record<string,
   }
 }
 
-export interface AttentionDims {
-  sq: number;
-  sk: number;
-  heads: number;
-  kvHeads: number;
-  d: number;
-}
-
 /**
- * Check q [Sq, H, d], k and v [Sk, Hkv, d] (H a multiple of Hkv), outputs shaped like q (or
- * like k for names starting dk/dv) and lse [Sq, H]; causal needs Sq = Sk.
- * @throws Error naming the tensor, its shape and the expected shape.
+ * A kernel's scratch size in bytes, as the module's `…ScratchBytes` export computed it (in f64,
+ * so a long sequence cannot wrap it around), checked before it reaches the arena.
+ * @throws RangeError naming the kernel and the size when it is not a positive safe integer, or
+ * when it exceeds what a 4 GiB arena can hold (then only a shorter block helps: more cp ranks
+ * or a shorter sequence).
  */
-export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<string, Tensor>, lse: Tensor, causal: boolean): AttentionDims {
-  if (q.shape.length !== 3) throw new Error(`attention: q must be [Sq, H, d], got shape ${shapeText(q)}`);
-  if (k.shape.length !== 3) throw new Error(`attention: k must be [Sk, Hkv, d], got shape ${shapeText(k)}`);
-  const [sq, heads, d] = q.shape as [number, number, number];
-  const [sk, kvHeads, dk] = k.shape as [number, number, number];
-  if (dk !== d) throw new Error(`attention: k head dim ${dk} ≠ q head dim ${d} (q ${shapeText(q)}, k ${shapeText(k)})`);
-  if (kvHeads < 1 || heads % kvHeads !== 0) {
-    throw new Error(`attention: q heads ${heads} must be a positive multiple of k heads ${kvHeads} (q ${shapeText(q)}, k ${shapeText(k)})`);
+export function checkScratchBytes(kernel: string, bytes: number): number {
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw new RangeError(`${kernel}: scratch size ${bytes} bytes is invalid: it must be a positive integer (the size computation is broken for these shapes)`);
   }
-  if (v.size !== k.size) throw new Error(`attention: v ${shapeText(v)} must have the shape of k ${shapeText(k)}`);
-  for (const [name, t] of Object.entries(outs)) {
-    const want = name.startsWith('dk') || name.startsWith('dv') ? k.size : q.size;
-    if (t.size !== want) throw new Error(`attention: ${name} ${shapeText(t)} must have ${want} elements (the shape of ${want === k.size ? 'k' : 'q'})`);
+  if (bytes > MAX_ARENA_BYTES) {
+    throw new RangeError(
+      `${kernel}: needs ${bytes} bytes of scratch, more than an arena can hold (${MAX_ARENA_BYTES} bytes, 4 GiB); shorten the sequence or split it over more context-parallel ranks (parallel.cp)`,
+    );
   }
-  if (lse.size !== sq * heads) throw new Error(`attention: lse ${shapeText(lse)} must be [Sq, H] = [${sq}, ${heads}]`);
-  if (causal && sq !== sk) {
-    throw new Error(`attention: causal attention needs Sq = Sk (query i sees keys j ≤ i), got Sq = ${sq}, Sk = ${sk}; use causal: false for a rectangular block`);
-  }
-  return { sq, sk, heads, kvHeads, d };
+  return bytes;
 }

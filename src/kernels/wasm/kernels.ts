@@ -1,7 +1,8 @@
 import type { Arena } from '../../tensor/arena.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { AdamWOptions, AttentionOptions, Kernels, MatmulOptions } from '../kernels.js';
-import { attentionDims, checkArena, checkDims, checkIds, checkNoOverlap, checkSize, rowsOf, shapeText } from './checks.js';
+import { attentionDims, checkDims, checkIds, checkNoOverlap, checkSize, rowsOf, shapeText, tableShape } from '../checks.js';
+import { checkArena, checkScratchBytes } from './checks.js';
 import { instantiate, wasmModule, type WasmExports, type WasmSimd } from './loader.js';
 
 /** Options of {@link createWasmKernels}. */
@@ -40,9 +41,12 @@ export function createWasmKernels(arena: Arena, options: WasmKernelOptions = {})
 }
 
 function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
-  /** Run fn with `bytes` of arena scratch, returned afterwards even when fn throws. */
-  function withScratch<R>(bytes: number, fn: (at: number) => R): R {
-    const at = arena.allocBytes(bytes, 'scratch');
+  /**
+   * Run fn with `bytes` of arena scratch, returned afterwards even when fn throws.
+   * @throws RangeError from {@link checkScratchBytes} for a size no arena can give.
+   */
+  function withScratch<R>(kernel: string, bytes: number, fn: (at: number) => R): R {
+    const at = arena.allocBytes(checkScratchBytes(kernel, bytes), 'scratch');
     try {
       return fn(at);
     } finally {
@@ -69,7 +73,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
       checkSize('matmul', 'C', c, m * n, `M·N = ${m}·${n}`);
       checkNoOverlap('matmul', ['C', c], { A: a, B: b });
       if (m === 0 || n === 0) return;
-      withScratch(w.matmulScratchBytes(m, n, k), (s) =>
+      withScratch('matmul', w.matmulScratchBytes(m, n, k), (s) =>
         w.matmul(c.byteOffset, a.byteOffset, b.byteOffset, m, n, k, +transA, +transB, +(opts.accumulate === true), s),
       );
     },
@@ -78,7 +82,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
       checkArena('attentionForward', arena, { q, k, v, out, lse });
       const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { out }, lse, opts.causal);
       if (sq === 0 || heads === 0 || d === 0) return;
-      withScratch(w.attentionForwardScratchBytes(sq, sk, d), (s) =>
+      withScratch('attentionForward', w.attentionForwardScratchBytes(sq, sk, d), (s) =>
         w.attentionForward(q.byteOffset, k.byteOffset, v.byteOffset, out.byteOffset, lse.byteOffset, sq, sk, heads, kvHeads, d, +opts.causal, opts.scale, s),
       );
     },
@@ -87,7 +91,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
       checkArena('attentionBackward', arena, { q, k, v, o, lse, dO, dq, dk, dv });
       const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts.causal);
       if (sq === 0 || sk === 0 || heads === 0 || d === 0) return;
-      withScratch(w.attentionBackwardScratchBytes(sq, sk, d), (s) =>
+      withScratch('attentionBackward', w.attentionBackwardScratchBytes(sq, sk, d), (s) =>
         w.attentionBackward(
           q.byteOffset, k.byteOffset, v.byteOffset, o.byteOffset, lse.byteOffset, dO.byteOffset,
           dq.byteOffset, dk.byteOffset, dv.byteOffset, sq, sk, heads, kvHeads, d, +opts.causal, opts.scale, s,
@@ -122,7 +126,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
       checkSize('rmsnormBackward', 'dout', dout, t * d, `T·D = ${t}·${d}`);
       checkSize('rmsnormBackward', 'dw', dw, d, `D = ${d}`);
       checkSize('rmsnormBackward', 'rstd', rstd, t, `T = ${t}`);
-      withScratch(w.rmsnormBackwardScratchBytes(d), (s) =>
+      withScratch('rmsnormBackward', w.rmsnormBackwardScratchBytes(d), (s) =>
         w.rmsnormBackward(dx.byteOffset, dw.byteOffset, dout.byteOffset, x.byteOffset, wt.byteOffset, rstd.byteOffset, t, d, s),
       );
     },
@@ -139,7 +143,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
       const half = d / 2;
       // Positions (i32) first, then θ^(−2i/d) as f64 (8-byte aligned: the arena aligns to 64).
       const freqAt = Math.ceil((t * 4) / 8) * 8;
-      withScratch(freqAt + half * 8, (at) => {
+      withScratch('rope', freqAt + half * 8, (at) => {
         putInts(at, positions);
         const invFreq = new Float64Array(arena.buffer, at + freqAt, half);
         for (let i = 0; i < half; i++) invFreq[i] = Math.pow(theta, (-2 * i) / d);
@@ -172,7 +176,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
       }
       const v = rowsOf('crossEntropy', 'logits', logits, t);
       checkIds('crossEntropy', 'labels', labels, v, true);
-      return withScratch(t * 4, (at) => {
+      return withScratch('crossEntropy', t * 4, (at) => {
         putInts(at, labels);
         return w.crossEntropy(logits.byteOffset, at, losses.byteOffset, t, v, gradScale);
       });
@@ -184,7 +188,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
       checkSize('embeddingForward', 'out', out, ids.length * d, `T·D = ${ids.length}·${d}`);
       checkIds('embeddingForward', 'ids', ids, v, false);
       if (ids.length === 0) return;
-      withScratch(ids.length * 4, (at) => {
+      withScratch('embeddingForward', ids.length * 4, (at) => {
         putInts(at, ids);
         w.embeddingForward(out.byteOffset, table.byteOffset, at, ids.length, d);
       });
@@ -196,7 +200,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
       checkSize('embeddingBackward', 'dout', dout, ids.length * d, `T·D = ${ids.length}·${d}`);
       checkIds('embeddingBackward', 'ids', ids, v, false);
       if (ids.length === 0) return;
-      withScratch(ids.length * 4, (at) => {
+      withScratch('embeddingBackward', ids.length * 4, (at) => {
         putInts(at, ids);
         w.embeddingBackward(dtable.byteOffset, dout.byteOffset, at, ids.length, d);
       });
@@ -229,9 +233,4 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
       return w.sumSquares(x.byteOffset, x.size);
     },
   };
-}
-
-function tableShape(kernel: string, table: Tensor): [number, number] {
-  if (table.shape.length !== 2) throw new Error(`${kernel}: the table has shape [${table.shape.join(', ')}], expected [V, D]`);
-  return [table.shape[0]!, table.shape[1]!];
 }
