@@ -1,4 +1,5 @@
 import type { Tensor } from '../tensor/tensor.js';
+import type { MatmulOptions } from './kernels.js';
 
 /*
  * Argument checks shared by the kernel backends (reference, wasm, blas), so that every backend
@@ -97,4 +98,32 @@ export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<stri
     throw new Error(`attention: causal attention needs Sq = Sk (query i sees keys j ≤ i), got Sq = ${sq}, Sk = ${sk}; use causal: false for a rectangular block`);
   }
   return { sq, sk, heads, kvHeads, d, group: heads / kvHeads };
+}
+
+/**
+ * Check a matmul's sizes (Kernels.matmul): A holds M·K, B K·N, C M·N elements, every size a
+ * non-negative integer. Returns the transpose flags. @throws Error naming the operand and sizes.
+ */
+export function checkMatmul(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number, opts: MatmulOptions): { transA: boolean; transB: boolean } {
+  checkDims('matmul', { m, n, k });
+  const transA = opts.transA === true;
+  const transB = opts.transB === true;
+  checkSize('matmul', 'A', a, m * k, transA ? `K·M = ${k}·${m}` : `M·K = ${m}·${k}`);
+  checkSize('matmul', 'B', b, k * n, transB ? `N·K = ${n}·${k}` : `K·N = ${k}·${n}`);
+  checkSize('matmul', 'C', c, m * n, `M·N = ${m}·${n}`);
+  return { transA, transB };
+}
+
+/**
+ * Check a cross-entropy's sizes (Kernels.crossEntropy): losses [T], logits [T, V]. Returns V,
+ * or 0 when there are no rows. @throws Error naming the tensor and sizes.
+ */
+export function checkCrossEntropy(logits: Tensor, labels: Int32Array, losses: Tensor): number {
+  const t = labels.length;
+  checkSize('crossEntropy', 'losses', losses, t, `T = labels.length = ${t}`);
+  if (t === 0) {
+    checkSize('crossEntropy', 'logits', logits, 0, 'T·V with T = 0');
+    return 0;
+  }
+  return rowsOf('crossEntropy', 'logits', logits, t);
 }

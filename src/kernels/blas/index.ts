@@ -1,5 +1,5 @@
 import type { Tensor } from '../../tensor/tensor.js';
-import { checkDims, checkNoOverlap, checkSize } from '../checks.js';
+import { checkMatmul, checkNoOverlap } from '../checks.js';
 import type { Kernels, MatmulOptions } from '../kernels.js';
 import { loadBlas, type Sgemm } from './library.js';
 
@@ -20,12 +20,7 @@ const TRANS = 112;
  * overlaps A or B in memory.
  */
 function blasMatmul(sgemm: Sgemm, c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number, opts: MatmulOptions = {}): void {
-  checkDims('matmul', { m, n, k });
-  const transA = opts.transA === true;
-  const transB = opts.transB === true;
-  checkSize('matmul', 'A', a, m * k, transA ? `K·M = ${k}·${m}` : `M·K = ${m}·${k}`);
-  checkSize('matmul', 'B', b, k * n, transB ? `N·K = ${n}·${k}` : `K·N = ${k}·${n}`);
-  checkSize('matmul', 'C', c, m * n, `M·N = ${m}·${n}`);
+  const { transA, transB } = checkMatmul(c, a, b, m, n, k, opts);
   // The BLAS standard leaves an output aliasing an input undefined (blocked GEMMs read A and B after writing C).
   checkNoOverlap('matmul', ['C', c], { A: a, B: b });
   if (m === 0 || n === 0) return;

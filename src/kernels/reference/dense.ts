@@ -1,5 +1,5 @@
 import type { Tensor } from '../../tensor/tensor.js';
-import { checkDims, checkIds, checkSize, rowsOf, tableShape } from '../checks.js';
+import { checkCrossEntropy, checkIds, checkMatmul, checkSize, rowsOf, tableShape } from '../checks.js';
 import type { AdamWOptions, MatmulOptions } from '../kernels.js';
 
 /*
@@ -15,12 +15,7 @@ import type { AdamWOptions, MatmulOptions } from '../kernels.js';
  * @throws Error when a size does not match M, N, K.
  */
 export function matmul(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number, opts: MatmulOptions = {}): void {
-  checkDims('matmul', { m, n, k });
-  const transA = opts.transA === true;
-  const transB = opts.transB === true;
-  checkSize('matmul', 'A', a, m * k, transA ? `K·M = ${k}·${m}` : `M·K = ${m}·${k}`);
-  checkSize('matmul', 'B', b, k * n, transB ? `N·K = ${n}·${k}` : `K·N = ${k}·${n}`);
-  checkSize('matmul', 'C', c, m * n, `M·N = ${m}·${n}`);
+  const { transA, transB } = checkMatmul(c, a, b, m, n, k, opts);
   const A = a.data;
   const B = b.data;
   const C = c.data;
@@ -177,12 +172,8 @@ export function swigluBackward(dgate: Tensor, dup: Tensor, dout: Tensor, gate: T
  */
 export function crossEntropy(logits: Tensor, labels: Int32Array, losses: Tensor, gradScale: number): number {
   const t = labels.length;
-  checkSize('crossEntropy', 'losses', losses, t, `T = labels.length = ${t}`);
-  if (t === 0) {
-    checkSize('crossEntropy', 'logits', logits, 0, 'T·V with T = 0');
-    return 0;
-  }
-  const v = rowsOf('crossEntropy', 'logits', logits, t);
+  const v = checkCrossEntropy(logits, labels, losses);
+  if (t === 0) return 0;
   const L = logits.data;
   let total = 0;
   for (let r = 0; r < t; r++) {

@@ -1,7 +1,7 @@
 import type { Arena } from '../../tensor/arena.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { AdamWOptions, AttentionOptions, Kernels, MatmulOptions } from '../kernels.js';
-import { attentionDims, checkDims, checkIds, checkNoOverlap, checkSize, rowsOf, shapeText, tableShape } from '../checks.js';
+import { attentionDims, checkCrossEntropy, checkIds, checkMatmul, checkNoOverlap, checkSize, rowsOf, shapeText, tableShape } from '../checks.js';
 import { checkArena, checkScratchBytes } from './checks.js';
 import { instantiate, wasmModule, type WasmExports, type WasmSimd } from './loader.js';
 
@@ -65,12 +65,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
 
     matmul(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number, opts: MatmulOptions = {}): void {
       checkArena('matmul', arena, { C: c, A: a, B: b });
-      checkDims('matmul', { m, n, k });
-      const transA = opts.transA === true;
-      const transB = opts.transB === true;
-      checkSize('matmul', 'A', a, m * k, transA ? `K·M = ${k}·${m}` : `M·K = ${m}·${k}`);
-      checkSize('matmul', 'B', b, k * n, transB ? `N·K = ${n}·${k}` : `K·N = ${k}·${n}`);
-      checkSize('matmul', 'C', c, m * n, `M·N = ${m}·${n}`);
+      const { transA, transB } = checkMatmul(c, a, b, m, n, k, opts);
       checkNoOverlap('matmul', ['C', c], { A: a, B: b });
       if (m === 0 || n === 0) return;
       withScratch('matmul', w.matmulScratchBytes(m, n, k), (s) =>
@@ -169,12 +164,8 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
     crossEntropy(logits: Tensor, labels: Int32Array, losses: Tensor, gradScale: number): number {
       checkArena('crossEntropy', arena, { logits, losses });
       const t = labels.length;
-      checkSize('crossEntropy', 'losses', losses, t, `T = labels.length = ${t}`);
-      if (t === 0) {
-        checkSize('crossEntropy', 'logits', logits, 0, 'T·V with T = 0');
-        return 0;
-      }
-      const v = rowsOf('crossEntropy', 'logits', logits, t);
+      const v = checkCrossEntropy(logits, labels, losses);
+      if (t === 0) return 0;
       checkIds('crossEntropy', 'labels', labels, v, true);
       return withScratch('crossEntropy', t * 4, (at) => {
         putInts(at, labels);
