@@ -49,7 +49,7 @@ function check(file) {
 }
 
 for (const target of TARGETS) {
-  const { error, stderr } = await asc.main(['--config', `${root}assembly/asconfig.json`, '--target', target], { stdout: process.stdout, stderr: process.stderr });
+  const { error, stderr } = await asc.main(['--config', `${root}assembly/asconfig.json`, '--target', target], { stdout: process.stderr, stderr: process.stderr });
   if (error) {
     console.error(stderr.toString());
     console.error(`build-wasm: target ${target} failed: ${error.message}`);
@@ -57,5 +57,5 @@ for (const target of TARGETS) {
   }
   const out = `${root}dist/wasm/kernels-${target}.wasm`;
   check(out);
-  console.log(`build-wasm: ${out}`);
+  console.error(`build-wasm: ${out}`);
 }

@@ -107,7 +107,7 @@ describe('overrides', () => {
   });
 
   test('an override with a bad value names the key, the value and the origin', () => {
-    configError(() => loadConfig(undefined, ['train.steps=lots']), 'with --set train.steps=lots', 'train.steps = "lots"', 'expected an integer');
+    configError(() => loadConfig(undefined, ['train.steps=lots']), 'the default config + --set train.steps=lots', 'train.steps = "lots"', 'expected an integer');
   });
 });
 

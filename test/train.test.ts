@@ -181,6 +181,14 @@ describe('failures stop the job with the rank\'s error', () => {
 describe('the loongtrain command', () => {
   const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
   const run = promisify(execFile);
+  it('refuses --resume together with --overwrite', async () => {
+    await assert.rejects(run(process.execPath, [cli, 'train', '--resume', '--overwrite']), (e: { code: number; stderr: string }) => {
+      assert.equal(e.code, 2);
+      assert.match(e.stderr, /--overwrite deletes the checkpoints of an earlier run .* with --resume it would delete the checkpoint being resumed/);
+      return true;
+    });
+  });
+
   it('exits 2 with the config error on stderr', async () => {
     await assert.rejects(run(process.execPath, [cli, 'train', '--set', 'parallel.hp=3']), (e: { code: number; stderr: string }) => {
       assert.equal(e.code, 2);
@@ -209,7 +217,7 @@ describe('the loongtrain command', () => {
     });
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     assert.equal(code, 130, stderr);
-    const m = /interrupted after step (\d+); checkpoint (\S+); continue with: loongtrain train .* --resume/.exec(stderr);
+    const m = /interrupted after step (\d+); checkpoint (\S+); continue with: npx loongtrain train .* --resume/.exec(stderr);
     assert.ok(m !== null, stderr);
     const stoppedAt = Number(m[1]);
     assert.ok(stoppedAt >= 3 && stoppedAt < 200 && existsSync(join(m[2]!, 'model.safetensors')));

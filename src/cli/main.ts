@@ -22,6 +22,9 @@ program
   .option('--overwrite', 'on a fresh run, delete the checkpoints already in save.dir instead of refusing to start')
   .option('--stop-at <step>', 'stop after this step and write a checkpoint (resume later with --resume)', positiveInt('--stop-at'))
   .action(async (opts: { config?: string; set: string[]; resume?: string | true; stopAt?: number; overwrite?: boolean }) => {
+    if (opts.resume !== undefined && opts.overwrite === true) {
+      throw new ConfigError('--overwrite deletes the checkpoints of an earlier run before a fresh one; with --resume it would delete the checkpoint being resumed: use one of them');
+    }
     const cfg = loadConfig(opts.config, opts.set);
     const resume = opts.resume === true ? cfg.save.dir : opts.resume;
     const result = await train(cfg, { overwrite: opts.overwrite ?? false, ...(resume !== undefined ? { resume } : {}), ...(opts.stopAt !== undefined ? { stopAt: opts.stopAt } : {}) });
@@ -30,7 +33,7 @@ program
     if (result.interrupted) {
       process.stderr.write(
         `interrupted after step ${last?.step ?? '(none)'}` +
-          (result.checkpoint !== undefined ? `; checkpoint ${result.checkpoint}; continue with: loongtrain train ${process.argv.slice(3).filter((a) => a !== '--overwrite').join(' ')} --resume\n` : '\n'),
+          (result.checkpoint !== undefined ? `; checkpoint ${result.checkpoint}; continue with: npx loongtrain train ${process.argv.slice(3).filter((a) => a !== '--overwrite').join(' ')} --resume\n` : '\n'),
       );
       process.exitCode = 130;
     } else if (first !== undefined && last !== undefined) {

@@ -161,9 +161,10 @@ export function loadConfig(path: string | undefined, overrides: readonly string[
   const envKernels = process.env[KERNELS_ENV];
   if (envKernels !== undefined && envKernels !== '') applyOverride(raw, `train.kernels=${JSON.stringify(envKernels)}`);
   for (const o of overrides) applyOverride(raw, o);
-  let origin = path ?? 'the default config';
-  if (envKernels !== undefined && envKernels !== '') origin += ` with ${KERNELS_ENV}=${envKernels}`;
-  return parseConfig(raw, overrides.length > 0 ? `${origin} with --set ${overrides.join(' --set ')}` : origin);
+  const sources = [path ?? 'the default config'];
+  if (envKernels !== undefined && envKernels !== '') sources.push(`${KERNELS_ENV}=${envKernels} (environment, sets train.kernels)`);
+  if (overrides.length > 0) sources.push(`--set ${overrides.join(' --set ')}`);
+  return parseConfig(raw, sources.join(' + '));
 }
 
 /**

@@ -80,7 +80,8 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   const deleted = resumeFrom === undefined ? prepareFreshCheckpointDir(cfg.save.dir, opts.overwrite ?? false) : [];
   const logger = new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out);
   mkdirSync(cfg.log.dir, { recursive: true });
-  writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(rankCfg));
+  // The config as asked for ("auto" stays auto, so the file is reusable on another machine); the log names the backend chosen.
+  writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(cfg));
   const peak = peakFlopsPerRank(cfg.log.peakGflopsPerRank);
   const sequencesPerStep = dims.dp * cfg.train.batchSize;
   const tokensPerStep = sequencesPerStep * cfg.train.seqLen;
