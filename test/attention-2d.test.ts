@@ -3,22 +3,13 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { hopPlan, hopScorePairs, ringPlans, ringSources } from '../src/attention/ring-plan.js';
 import { launchRanks } from '../src/comm/threads/launch.js';
-import type { Placement } from '../src/parallel/dims.js';
 import type { Attention2dArgs, Attention2dResult } from './fixtures/attention-2d.js';
 import { assertClose, gatherHeadSplitLse, gatherRows, makeInputs, refBackward, refForward } from './helpers/attention-ref.js';
 
 const ENTRY = fileURLToPath(new URL('./fixtures/attention-2d.js', import.meta.url));
 
-interface Layout {
-  hp: number;
-  cp: number;
-  placement: Placement;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  seq: number;
-  causal: boolean;
-}
+/** A layout and shape to test: the fixture's arguments without the seed and mode. */
+type Layout = Omit<Attention2dArgs, 'seed' | 'mode'>;
 
 function launch(l: Layout, mode: Attention2dArgs['mode'] = 'exact'): Promise<unknown[]> {
   const args: Attention2dArgs = { ...l, seed: 1000 + l.seq + 7 * l.hp + l.kvHeads, mode };
