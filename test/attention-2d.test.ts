@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { hopPlan, hopScorePairs, ringPlans, ringSources } from '../src/attention/ring-plan.js';
-import { launchRanks } from '../src/comm/threads/launch.js';
+import { launchRanks } from '../src/comm/backends.js';
 import type { Attention2dArgs, Attention2dResult } from './fixtures/attention-2d.js';
 import { assertClose, gatherHeadSplitLse, gatherRows, makeInputs, refBackward, refForward } from './helpers/attention-ref.js';
 

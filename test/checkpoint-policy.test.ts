@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { LocalAttention } from '../src/attention/local.js';
-import { launchRanks } from '../src/comm/threads/launch.js';
+import { launchRanks } from '../src/comm/backends.js';
 import { ConfigError } from '../src/errors.js';
 import { referenceKernels as kernels } from '../src/kernels/reference/index.js';
 import { TransformerBlock } from '../src/model/block.js';

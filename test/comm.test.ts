@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError } from '../src/errors.js';
-import { launchRanks, RankFailedError, type LaunchOptions } from '../src/comm/threads/launch.js';
+import { launchRanks } from '../src/comm/backends.js';
+import { RankFailedError, type LaunchOptions } from '../src/comm/launcher.js';
 import { GROUP_KINDS, type CommCounters, type GroupKind } from '../src/comm/process-group.js';
 import { Rng } from '../src/tensor/rng.js';
 import type { CollectiveInputs } from './fixtures/comm-collectives.js';

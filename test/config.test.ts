@@ -44,7 +44,7 @@ describe('defaults and files', () => {
     assert.deepEqual(cfg.data, { source: 'brown', tokenizer: 'byte' });
     assert.deepEqual(cfg.parallel, { dp: 1, hp: 1, cp: 1, innerRingSize: 1, placement: 'head-first' });
     assert.deepEqual(cfg.optim, { lr: 3e-3, minLr: 3e-4, warmupSteps: 10, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1, zeroStage: 0, zeroShardGroup: 'world' });
-    assert.deepEqual(cfg.train, { steps: 100, seqLen: 256, batchSize: 1, seed: 1234, arenaMiB: 512, commTimeoutMs: 60000, kernels: 'auto', causal: true });
+    assert.deepEqual(cfg.train, { steps: 100, seqLen: 256, batchSize: 1, seed: 1234, arenaMiB: 512, commTimeoutMs: 60000, kernels: 'auto', backend: 'auto', causal: true });
     assert.deepEqual(cfg.checkpoint, { policy: 'none', fraction: 1 });
     assert.deepEqual(cfg.save, { dir: 'runs/checkpoints', every: 0, keep: 2 });
     assert.deepEqual(cfg.log, { dir: 'runs', every: 1, progress: 'auto', trace: false });

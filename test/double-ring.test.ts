@@ -4,7 +4,7 @@ import { before, describe, it } from 'node:test';
 import { ringTopology } from '../src/attention/ring-groups.js';
 import { checkSamePlans, hopPlan, hopScorePairs, ringPlans, ringSources } from '../src/attention/ring-plan.js';
 import { GROUP_KINDS, type GroupKind, type ProcessGroup } from '../src/comm/process-group.js';
-import { launchRanks } from '../src/comm/threads/launch.js';
+import { launchRanks } from '../src/comm/backends.js';
 import { Tracer, type TraceEvent } from '../src/comm/trace.js';
 import { divisors, ParallelDims, PLACEMENTS, type Placement } from '../src/parallel/dims.js';
 import type { AttentionOutputs, DoubleRingArgs, RingCase, RingCaseResult } from './fixtures/attention-double-ring.js';

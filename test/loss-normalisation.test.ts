@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { launchRanks } from '../src/comm/threads/launch.js';
+import { launchRanks } from '../src/comm/backends.js';
 import type { Sequence } from '../src/data/packing.js';
 import { Rng } from '../src/tensor/rng.js';
 import { loadConfig } from '../src/train/config.js';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { RankFailedError } from '../src/comm/threads/launch.js';
+import { RankFailedError } from '../src/comm/launcher.js';
 import { ConfigError } from '../src/errors.js';
 import { loadConfig } from '../src/train/config.js';
 import { train } from '../src/train/train.js';

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { launchRanks } from '../src/comm/threads/launch.js';
+import { launchRanks } from '../src/comm/backends.js';
 import { initialParams, paramLayout } from '../src/model/params.js';
 import { ShardPlan } from '../src/optim/shard-plan.js';
-import { zeroGroups, type ZeroStage } from '../src/optim/zero.js';
+import type { ZeroStage } from '../src/optim/zero.js';
+import { zeroGroups } from '../src/parallel/rank-groups.js';
 import { ParallelDims } from '../src/parallel/dims.js';
 import { Rng } from '../src/tensor/rng.js';
 import { loadConfig } from '../src/train/config.js';

@@ -1,7 +1,5 @@
 import type { CommRequest, ProcessGroup } from '../comm/process-group.js';
-import type { RankContext } from '../comm/rank-context.js';
 import { Tracer } from '../comm/trace.js';
-import type { ParallelDims } from '../parallel/dims.js';
 
 /**
  * The rings a ring position talks over (algorithms.md §1, DESIGN "Double-Ring-Attention"):
@@ -11,14 +9,14 @@ import type { ParallelDims } from '../parallel/dims.js';
  * and 'outer' (DESIGN decision 7).
  */
 
-/** Tag of K/V block messages on the inner ring (the cp group itself in a plain ring). */
-export const KV_TAG = 0x4b56;
+/** Tag of K/V block messages on the inner ring (the cp group itself in a plain ring); ring tags are 1…4 of src/comm/tags.ts. */
+export const KV_TAG = 1;
 /** Tag of dK/dV accumulator messages on the inner ring. */
-export const DKV_TAG = 0x444b;
+export const DKV_TAG = 2;
 /** Tag of K/V block messages on the outer ring. */
-export const OUTER_KV_TAG = 0x4f4b;
+export const OUTER_KV_TAG = 3;
 /** Tag of dK/dV running-total messages on the outer ring. */
-export const OUTER_DKV_TAG = 0x4f44;
+export const OUTER_DKV_TAG = 4;
 
 export type RingRole = 'inner' | 'outer';
 /** K/V blocks travel forward and backward; dK/dV accumulators only in the backward. */
@@ -128,13 +126,4 @@ export function ringTopology(cpGroup: ProcessGroup, innerGroup: ProcessGroup | u
 
 function sameRanks(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((r, i) => r === b[i]);
-}
-
-/**
- * The inner and outer ring groups of `ctx.rank` for dims.innerRingSize, to pass to
- * TwoDAttention; none when innerRingSize = cp (one plain ring over the cp group, counted as 'cp').
- */
-export function doubleRingGroups(ctx: Pick<RankContext, 'rank' | 'newGroup'>, dims: ParallelDims): { innerGroup?: ProcessGroup; outerGroup?: ProcessGroup } {
-  if (dims.innerRingSize === dims.cp) return {};
-  return { innerGroup: ctx.newGroup('inner', dims.innerRing(ctx.rank)), outerGroup: ctx.newGroup('outer', dims.outerRing(ctx.rank)) };
 }

@@ -15,7 +15,7 @@ export interface TwoDAttentionOptions extends AttentionShape {
   cpGroup: ProcessGroup;
   /**
    * Double-Ring-Attention with inner ring size w < cp: the rank's inner and outer rings
-   * (kinds 'inner' and 'outer'; `doubleRingGroups` of ring-groups.ts makes them), both or neither.
+   * (kinds 'inner' and 'outer'; RankGroups of src/parallel/rank-groups.ts makes them), both or neither.
    * Omitted: one plain ring over cpGroup, counted as 'cp'.
    */
   innerGroup?: ProcessGroup;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { RankFailedError } from '../comm/threads/launch.js';
+import { RankFailedError } from '../comm/launcher.js';
 import { ConfigError } from '../errors.js';
 import { loadConfig } from '../train/config.js';
 import { benchLayouts, DEFAULT_LAYOUTS, formatBenchTable } from '../train/bench.js';

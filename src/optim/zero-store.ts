@@ -3,7 +3,8 @@ import type { ModelConfig } from '../model/config.js';
 import { type ParamLayout, type ParamPass, type ParamSpec, type ParamStore, type ParamUnit, paramLayout, paramSpecLookup, paramUnits, paramView } from '../model/params.js';
 import type { Arena } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
-import { type Pending, postAllGatherv, reduceScatterv, zeroTag } from './collectives.js';
+import { type Pending, postAllGatherv, reduceScatterv } from '../comm/collectives.js';
+import { zeroTag } from './zero-tags.js';
 import { type ShardPiece, ShardPlan, type ShardSegment } from './shard-plan.js';
 
 /**

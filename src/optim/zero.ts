@@ -3,11 +3,13 @@ import type { Kernels } from '../kernels/kernels.js';
 import type { ModelConfig } from '../model/config.js';
 import { initialParams, ModelParams, paramLayout, type ParamStore, paramUnits } from '../model/params.js';
 import type { ParallelDims } from '../parallel/dims.js';
+import type { ZeroShardGroup } from '../parallel/rank-groups.js';
 import type { Arena } from '../tensor/arena.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { AdamW, type AdamWHyper } from './adamw.js';
 import { clipGradNorm } from './clip.js';
-import { allSumF64, gatherv, postAllGatherv, zeroTag } from './collectives.js';
+import { allSumF64, gatherv, postAllGatherv } from '../comm/collectives.js';
+import { zeroTag } from './zero-tags.js';
 import { type ShardPiece, ShardPlan } from './shard-plan.js';
 import { ShardedParamStore, unitSegments } from './zero-store.js';
 
@@ -15,38 +17,6 @@ import { ShardedParamStore, unitSegments } from './zero-store.js';
 export type ZeroStage = 0 | 1 | 2 | 3;
 export const ZERO_STAGES: readonly ZeroStage[] = [0, 1, 2, 3];
 
-/**
- * Which ranks share one copy of the model states (hybrid ZeRO, LoongTrain paper): "world" = all
- * dp × sp ranks of the model replica; "sp" = the rank's SP block (hp × cp ranks), replicated
- * over dp; "dp" = the ranks with the same (h, c) in every SP block, replicated over sp.
- */
-export type ZeroShardGroup = 'world' | 'sp' | 'dp';
-export const ZERO_SHARD_GROUPS: readonly ZeroShardGroup[] = ['world', 'sp', 'dp'];
-
-/** A group as ranks create it: kind and global members. */
-export interface GroupSpec {
-  kind: 'world' | 'sp' | 'dp';
-  ranks: number[];
-}
-
-/**
- * The shard group of `rank` and its replica group: the ranks holding the SAME shard in the
- * other shard groups, across which a sharded gradient is all-reduced (stages 2, 3). Group rank
- * = shard index, and the replica group of shard index i holds index i of every shard group.
- * Stage 0 shards nothing: a shard group of this rank alone.
- */
-export function zeroGroups(dims: ParallelDims, rank: number, stage: ZeroStage, shardGroup: ZeroShardGroup): { shard: GroupSpec; replicas: GroupSpec } {
-  const self: GroupSpec = { kind: 'dp', ranks: [rank] };
-  if (stage === 0) return { shard: self, replicas: self };
-  switch (shardGroup) {
-    case 'world':
-      return { shard: { kind: 'world', ranks: Array.from({ length: dims.world }, (_, i) => i) }, replicas: self };
-    case 'sp':
-      return { shard: { kind: 'sp', ranks: dims.spGroup(rank) }, replicas: { kind: 'dp', ranks: dims.dpGroup(rank) } };
-    case 'dp':
-      return { shard: { kind: 'dp', ranks: dims.dpGroup(rank) }, replicas: { kind: 'sp', ranks: dims.spGroup(rank) } };
-  }
-}
 
 /** Number of shards the model states are split into: 1 for stage 0, else the shard group's size. */
 export function zeroShardCount(dims: ParallelDims, stage: ZeroStage, shardGroup: ZeroShardGroup): number {

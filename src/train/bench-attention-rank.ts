@@ -4,12 +4,12 @@
  * rank's S/sp tokens, run forward + backward `warmup + reps` times. Each run starts at a world
  * barrier; the rank reports its own time and communication per measured run.
  */
-import { doubleRingGroups } from '../attention/ring-groups.js';
 import { TwoDAttention } from '../attention/two-d.js';
 import { GROUP_KINDS, type CommCounters, type GroupKind } from '../comm/process-group.js';
 import type { RankContext } from '../comm/rank-context.js';
 import { getKernels } from '../kernels/registry.js';
 import { ParallelDims } from '../parallel/dims.js';
+import { buildRankGroups } from '../parallel/rank-groups.js';
 import { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionBenchOptions } from './bench-attention.js';
@@ -48,17 +48,17 @@ function totalWaitMs(counters: PassCounters): number {
 
 export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBenchRankResult {
   const dims = new ParallelDims({ dp: 1, hp: a.hp, cp: a.cp, innerRingSize: a.innerRingSize, placement: 'head-first' }, ctx.world);
-  const world = ctx.newGroup('world', dims.spGroup(ctx.rank));
-  const rings = doubleRingGroups(ctx, dims);
+  const groups = buildRankGroups(ctx, dims, { stage: 0, shardGroup: 'world' });
   const attn = new TwoDAttention({
     kernels: getKernels('reference'),
     heads: a.heads,
     kvHeads: a.kvHeads,
     headDim: a.headDim,
     causal: a.causal,
-    hpGroup: ctx.newGroup('hp', dims.hpGroup(ctx.rank)),
-    cpGroup: ctx.newGroup('cp', dims.cpGroup(ctx.rank)),
-    ...rings,
+    hpGroup: groups.hp,
+    cpGroup: groups.cp,
+    innerGroup: groups.inner,
+    outerGroup: groups.outer,
   });
   // The values only need to be finite and varied: timing and traffic do not depend on them.
   const rng = new Rng((a.seed + ctx.rank * 0x9e3779b9) >>> 0);
@@ -71,10 +71,10 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
   const dk = Tensor.zeros(ctx.arena, k.shape);
   const dv = Tensor.zeros(ctx.arena, v.shape);
 
-  const result: AttentionBenchRankResult = { ms: [], waitMs: [], doubleRing: rings.innerGroup !== undefined, forward: ctx.counters(), backward: ctx.counters() };
+  const result: AttentionBenchRankResult = { ms: [], waitMs: [], doubleRing: groups.inner !== undefined, forward: ctx.counters(), backward: ctx.counters() };
   for (let i = 0; i < a.warmup + a.reps; i++) {
     for (const g of [dq, dk, dv]) g.data.fill(0);
-    world.barrier();
+    groups.world.barrier();
     ctx.resetCounters();
     const start = performance.now();
     const saved = attn.forward(q, k, v);

@@ -1,4 +1,4 @@
-import { launchRanks } from '../comm/threads/launch.js';
+import { launchRanks } from '../comm/backends.js';
 import type { GroupKind } from '../comm/process-group.js';
 import { ConfigError } from '../errors.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';

@@ -1,13 +1,14 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
 import { z } from 'zod';
+import { BACKEND_CHOICES } from '../comm/backends.js';
 import { DATA_SOURCES } from '../data/sources.js';
 import { TOKENIZER_NAMES, TOKENIZER_VOCAB_SIZES } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
 import { KERNEL_NAMES } from '../kernels/registry.js';
 import { CHECKPOINT_POLICIES } from '../model/checkpoint.js';
 import { validateModelConfig } from '../model/config.js';
-import { ZERO_SHARD_GROUPS, type ZeroShardGroup } from '../optim/zero.js';
+import { ZERO_SHARD_GROUPS, type ZeroShardGroup } from '../parallel/rank-groups.js';
 import { PLACEMENTS, ParallelDims, validateLayout } from '../parallel/dims.js';
 import { PRESETS, resolveLayout, type Preset, type ResolvedLayout } from '../parallel/presets.js';
 
@@ -78,6 +79,8 @@ const trainSchema = z.strictObject({
   commTimeoutMs: int(1).default(60000),
   // Which kernel backend (kernels/registry.ts); "auto" takes the fastest one available. Env override: LOONGTRAIN_KERNELS.
   kernels: z.enum(KERNEL_NAMES).default('auto'),
+  // Where ranks run (comm/backends.ts): "auto" takes mpi under mpirun or srun, else threads.
+  backend: z.enum(BACKEND_CHOICES as ['auto', 'threads', 'mpi']).default('auto'),
   causal: z.boolean().default(true),
 });
 

@@ -1,4 +1,3 @@
-import { doubleRingGroups } from '../attention/ring-groups.js';
 import { TwoDAttention } from '../attention/two-d.js';
 import type { ProcessGroup } from '../comm/process-group.js';
 import type { RankContext } from '../comm/rank-context.js';
@@ -10,10 +9,11 @@ import { headDim } from '../model/config.js';
 import { checkpointedLayers } from '../model/checkpoint.js';
 import { countValidLabels, Transformer } from '../model/model.js';
 import { ModelParams, type ParamStore } from '../model/params.js';
-import { allSumF64 } from '../optim/collectives.js';
-import { ZeroOptimizer, zeroGroups, type ZeroShardGroup, type ZeroStage } from '../optim/zero.js';
+import { allSumF64 } from '../comm/collectives.js';
+import { ZeroOptimizer, type ZeroStage } from '../optim/zero.js';
 import { WarmupCosineSchedule } from '../optim/schedule.js';
 import { ParallelDims } from '../parallel/dims.js';
+import { buildRankGroups, type ZeroShardGroup } from '../parallel/rank-groups.js';
 import { loadCheckpoint, readTrainerState, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import type { Config } from './config.js';
 import type { RankStepReport } from './metrics.js';
@@ -28,11 +28,6 @@ export interface RankTrainArgs {
   resumeFrom?: string;
   /** Last step to run (≤ config.train.steps); a checkpoint is written there. */
   stopAt: number;
-  /**
-   * Set to non-zero by the launcher (on Ctrl-C) to stop after the current step with a
-   * checkpoint. An Int32Array over a SharedArrayBuffer of one element.
-   */
-  stopRequest?: Int32Array;
 }
 
 export interface RankTrainResult {
@@ -69,29 +64,23 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
   const dims = new ParallelDims(cfg.parallel, ctx.world);
   // Per rank: the wasm and blas kernels work on this rank's arena.
   const kernels = createKernels(cfg.train.kernels, ctx.arena);
-  const hpGroup = ctx.newGroup('hp', dims.hpGroup(ctx.rank));
-  const cpGroup = ctx.newGroup('cp', dims.cpGroup(ctx.rank));
-  const world = ctx.newGroup('world', Array.from({ length: ctx.world }, (_, i) => i));
-  // The groups are what attention actually runs on: check them against the requested layout (F15).
-  if (hpGroup.size !== dims.hp || cpGroup.size !== dims.cp || world.size !== dims.world) {
-    throw new Error(`rank ${ctx.rank}: effective group sizes hp=${hpGroup.size}, cp=${cpGroup.size}, world=${world.size} differ from the requested layout ${dims}`);
-  }
-  const ringGroups = doubleRingGroups(ctx, dims);
+  const stage = cfg.optim.zeroStage as ZeroStage;
+  const groups = buildRankGroups(ctx, dims, { stage, shardGroup: cfg.optim.zeroShardGroup as ZeroShardGroup });
+  const { world } = groups;
   const attention = (): TwoDAttention =>
     new TwoDAttention({
       kernels,
-      hpGroup,
-      cpGroup,
+      hpGroup: groups.hp,
+      cpGroup: groups.cp,
       heads: cfg.model.heads,
       kvHeads: cfg.model.kvHeads,
       headDim: headDim(cfg.model),
       causal: cfg.train.causal,
-      ...ringGroups,
+      innerGroup: groups.inner,
+      outerGroup: groups.outer,
       tracer: ctx.tracer,
     });
   const checkpoint = { policy: cfg.checkpoint.policy, layers: checkpointedLayers(cfg.checkpoint.fraction, cfg.model.layers) };
-  const stage = cfg.optim.zeroStage as ZeroStage;
-  const groups = zeroGroups(dims, ctx.rank, stage, cfg.optim.zeroShardGroup as ZeroShardGroup);
   const zero = new ZeroOptimizer({
     kernels,
     arena: ctx.arena,
@@ -99,8 +88,8 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
     seed: cfg.train.seed,
     hyper: cfg.optim,
     stage,
-    shard: ctx.newGroup(groups.shard.kind, groups.shard.ranks),
-    replicas: ctx.newGroup(groups.replicas.kind, groups.replicas.ranks),
+    shard: groups.zeroShard,
+    replicas: groups.zeroReplicas,
     world,
   });
   const model = new Transformer(kernels, ctx.arena, cfg.model, attention, { params: zero.store, checkpoint });
@@ -212,7 +201,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
     ctx.report(report);
 
     // Every rank must stop at the same step: agree on the launcher's stop request collectively.
-    const stopping = args.stopRequest !== undefined && anyRank(world, Atomics.load(args.stopRequest, 0) !== 0);
+    const stopping = anyRank(world, ctx.stopRequested());
     if (stopping || step === args.stopAt || (cfg.save.every > 0 && step % cfg.save.every === 0)) {
       // Every rank takes part in gathering the shards; rank 0 writes the whole tensors.
       const full = zero.gatherFullState();

@@ -19,7 +19,7 @@ export interface ChromeTrace {
 /**
  * One timeline of every rank: a "rank N" process-name event per rank, then all spans sorted by
  * start, with `ts` made relative to the earliest span (µs), so the file opens at time 0.
- * @param perRank perRank[r] = rank r's events (as launchRanks' onTrace delivered them); a rank
+ * @param perRank perRank[r] = rank r's events (as a launch's onTrace delivered them); a rank
  *   with no entry still gets its name, so every rank shows up even when it recorded nothing.
  */
 export function mergeTraces(perRank: readonly (readonly TraceEvent[] | undefined)[]): ChromeTrace {

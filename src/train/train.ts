@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { launchRanks } from '../comm/threads/launch.js';
+import { createLauncher } from '../comm/backends.js';
+import type { Launcher } from '../comm/launcher.js';
 import type { TraceEvent } from '../comm/trace.js';
 import { buildTokenStream, SequenceSampler } from '../data/packing.js';
 import { loadDocuments } from '../data/sources.js';
@@ -10,7 +11,8 @@ import { resolveKernels } from '../kernels/registry.js';
 import { modelFlops } from '../model/flops.js';
 import { validateModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
-import { largestShardSize, modelStateBytes, zeroShardCount, type ZeroShardGroup, type ZeroStage } from '../optim/zero.js';
+import { largestShardSize, modelStateBytes, zeroShardCount, type ZeroStage } from '../optim/zero.js';
+import type { ZeroShardGroup } from '../parallel/rank-groups.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import { checkCheckpointFiles, checkResumable, prepareFreshCheckpointDir, readTrainerState, resolveCheckpoint } from './checkpoint.js';
 import { configToToml, type Config } from './config.js';
@@ -28,6 +30,8 @@ export interface TrainOptions {
   stopAt?: number;
   /** Where progress lines go (default: stderr). */
   out?: (line: string) => void;
+  /** Where the ranks run (default: createLauncher(config.train.backend)). */
+  launcher?: Launcher;
 }
 
 export interface TrainResult {
@@ -41,14 +45,23 @@ export interface TrainResult {
 }
 
 /**
- * Train as the config says: validate everything and prepare the data on the main thread, then
- * run one worker per rank (comm/threads) and log each step's combined metrics.
+ * Train as the config says: validate everything and prepare the data in every process (it is
+ * deterministic), then run the ranks through the launcher (threads or mpi) and, in the
+ * coordinator process, log each step's combined metrics and write the run's files; other
+ * processes of an mpi job return no steps.
  * @throws ConfigError for any invalid setting, before any rank starts; RankFailedError when a
  * rank fails (the others are stopped).
  */
 export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainResult> {
   const started = performance.now();
+  const launcher = opts.launcher ?? (await createLauncher(cfg.train.backend));
   const dims = new ParallelDims(cfg.parallel);
+  if (launcher.fixedWorld !== undefined && launcher.fixedWorld !== dims.world) {
+    throw new ConfigError(
+      `the ${launcher.backend} launcher started ${launcher.fixedWorld} rank${launcher.fixedWorld === 1 ? '' : 's'} but the layout ${dims} needs dp·hp·cp = ${dims.world}: ` +
+        `start it with mpirun -n ${dims.world} (or srun -n ${dims.world}), or change parallel.*`,
+    );
+  }
   validateModelConfig(cfg.model);
   validateLayout(dims, { heads: cfg.model.heads, kvHeads: cfg.model.kvHeads, seqLen: cfg.train.seqLen });
   const stopAt = opts.stopAt ?? cfg.train.steps;
@@ -77,29 +90,32 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   stream.set(tokens);
   const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed);
 
-  const deleted = resumeFrom === undefined ? prepareFreshCheckpointDir(cfg.save.dir, opts.overwrite ?? false) : [];
-  const logger = new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out);
-  mkdirSync(cfg.log.dir, { recursive: true });
-  // The config as asked for ("auto" stays auto, so the file is reusable on another machine); the log names the backend chosen.
-  writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(cfg));
+  const { coordinator } = launcher;
+  const deleted = resumeFrom === undefined && coordinator ? prepareFreshCheckpointDir(cfg.save.dir, opts.overwrite ?? false) : [];
+  const logger = coordinator ? new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out) : undefined;
+  if (coordinator) {
+    mkdirSync(cfg.log.dir, { recursive: true });
+    // The config as asked for ("auto" stays auto, so the file is reusable on another machine); the log names the backend chosen.
+    writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(cfg));
+  }
   const peak = peakFlopsPerRank(cfg.log.peakGflopsPerRank);
   const sequencesPerStep = dims.dp * cfg.train.batchSize;
   const tokensPerStep = sequencesPerStep * cfg.train.seqLen;
   const flopsPerStep = 3 * sequencesPerStep * modelFlops(cfg.model, cfg.train.seqLen, cfg.train.causal);
-  logger.info(
-    `loongtrain: ${plural(dims.world, 'rank')} (${dims}), ${describeZero(cfg, dims)}, kernels ${backend.name} (${backend.detail}${cfg.train.kernels === 'auto' ? ', chosen by auto' : ''}), ${plural(docs.length, 'document')}, ` +
+  logger?.info(
+    `loongtrain: ${plural(dims.world, 'rank')} (${dims}; ${launcher.describe(dims.world)}), ${describeZero(cfg, dims)}, kernels ${backend.name} (${backend.detail}${cfg.train.kernels === 'auto' ? ', chosen by auto' : ''}), ${plural(docs.length, 'document')}, ` +
       `${stream.length} ${tokenizer.name} tokens (${sampler.count} sequences of ${cfg.train.seqLen}), ${firstStep + 1 === stopAt ? `step ${stopAt}` : `steps ${firstStep + 1}–${stopAt}`}` +
       (resumeFrom !== undefined ? `, resuming from ${resumeFrom}` : '') +
       `; peak ${(peak.flops / 1e9).toFixed(1)} GFLOP/s per rank (${peak.source})`,
   );
-  if (deleted.length > 0) logger.info(`--overwrite: deleted ${deleted.length} earlier checkpoint${deleted.length === 1 ? '' : 's'} in ${cfg.save.dir} (${deleted.join(', ')})`);
+  if (deleted.length > 0) logger?.info(`--overwrite: deleted ${deleted.length} earlier checkpoint${deleted.length === 1 ? '' : 's'} in ${cfg.save.dir} (${deleted.join(', ')})`);
 
   const pending = new Map<number, RankStepReport[]>();
   const steps: StepMetrics[] = [];
   const onReport = (_rank: number, msg: unknown): void => {
     const m = msg as RankStepReport | CheckpointReport;
     if (m.kind === 'checkpoint') {
-      logger.info(`checkpoint: step ${m.step} saved to ${m.path}`);
+      logger?.info(`checkpoint: step ${m.step} saved to ${m.path}`);
       return;
     }
     const list = pending.get(m.step) ?? [];
@@ -109,23 +125,24 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       pending.delete(m.step);
       const metrics = combineStep(list, tokensPerStep, flopsPerStep, peak.flops);
       steps.push(metrics);
-      logger.step(metrics);
+      logger?.step(metrics);
     }
   };
-  // Ctrl-C: the first asks every rank to stop after its current step and save a checkpoint;
-  // a second one ends the process at once.
-  const stopRequest = new Int32Array(new SharedArrayBuffer(4));
-  const onInterrupt = (): void => {
-    if (Atomics.load(stopRequest, 0) !== 0) process.exit(130);
-    Atomics.store(stopRequest, 0, 1);
-    logger.info('interrupt: stopping after the current step and saving a checkpoint (Ctrl-C again to quit at once)');
+  // Ctrl-C or SIGTERM (schedulers, mpirun): the first asks every rank to stop after its current
+  // step and save a checkpoint; a second one ends the process at once.
+  let interrupts = 0;
+  const onInterrupt = (signal: NodeJS.Signals): void => {
+    if (interrupts++ > 0) process.exit(signal === 'SIGINT' ? 130 : 143);
+    launcher.requestStop();
+    logger?.info(`${signal}: stopping after the current step and saving a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again to quit at once)`);
   };
   process.on('SIGINT', onInterrupt);
-  const args: RankTrainArgs = { config: rankCfg, tokenizer: tokenizer.name, stream, stopAt, stopRequest, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
+  process.on('SIGTERM', onInterrupt);
+  const args: RankTrainArgs = { config: rankCfg, tokenizer: tokenizer.name, stream, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
   let results: RankTrainResult[];
   const traces: TraceEvent[][] = [];
   try {
-    results = (await launchRanks({
+    results = (await launcher.launch({
       world: dims.world,
       entry: new URL('./rank.js', import.meta.url).href,
       args,
@@ -135,18 +152,21 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       trace: cfg.log.trace,
       onTrace: (rank, events) => (traces[rank] = events),
     })) as RankTrainResult[];
-    if (cfg.log.trace) {
+    if (cfg.log.trace && coordinator) {
       const path = join(cfg.log.dir, 'trace.json');
       const spans = writeTraceFile(path, traces);
-      logger.info(`trace: ${spans} spans of ${dims.world} rank${dims.world === 1 ? '' : 's'} written to ${path} (open in https://ui.perfetto.dev)`);
+      logger?.info(`trace: ${spans} spans of ${dims.world} rank${dims.world === 1 ? '' : 's'} written to ${path} (open in https://ui.perfetto.dev)`);
     }
   } finally {
     process.off('SIGINT', onInterrupt);
-    logger.close();
+    process.off('SIGTERM', onInterrupt);
+    logger?.close();
   }
   const wallSeconds = (performance.now() - started) / 1000;
   const checkpoint = results[0]?.checkpoint;
-  const interrupted = Atomics.load(stopRequest, 0) !== 0 && (steps[steps.length - 1]?.step ?? firstStep) < stopAt;
+  // Ranks end before stopAt only on a stop request; every process knows its own rank's result.
+  const own = results.find((r) => r !== undefined);
+  const interrupted = own !== undefined && firstStep + own.losses.length < stopAt;
   return { steps, wallSeconds, interrupted, ...(checkpoint !== undefined ? { checkpoint } : {}) };
 }
 

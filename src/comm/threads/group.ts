@@ -1,7 +1,7 @@
 import { chunkBounds } from '../chunks.js';
-import { GROUP_KINDS, type CommRequest, type GroupKind, type ProcessGroup } from '../process-group.js';
-import { nowMicros } from '../trace.js';
-import { USER_TAG_LIMIT, describeGroup, describeTag, type Endpoint, type GroupAddress } from './transport.js';
+import type { CommRequest, GroupKind, ProcessGroup } from '../process-group.js';
+import { checkTag } from '../tags.js';
+import { describeGroup, describeTag, type Endpoint, type GroupAddress } from './transport.js';
 
 const EMPTY = new Float32Array(0);
 const DONE: CommRequest = { wait() {} };
@@ -11,53 +11,29 @@ function equalBounds(chunk: number, size: number): number[] {
 }
 
 /**
- * A ProcessGroup of the `threads` backend (src/comm/process-group.ts). Identity is kind + member
- * list, so members agree on it without talking. Collectives post every send before waiting on
- * any receive (no deadlock whatever the order ranks arrive in), use a fresh internal tag each
- * (never mixing with each other or with user tags), and do no messaging in a size-1 group.
- * Every blocking wait is bounded by the rank's timeout (CommTimeoutError). With the rank's
- * tracer enabled, each collective of a group of size > 1 is a "comm" span named after it,
- * enclosing the spans of its sends and blocking waits (docs/comm.md, Tracing).
+ * A ProcessGroup of the `threads` backend (src/comm/process-group.ts), uncounted: the rank
+ * context wraps it (src/comm/counted-group.ts). Identity is kind + member list, so members agree
+ * on it without talking. Collectives post every send before waiting on any receive (no deadlock
+ * whatever the order ranks arrive in), use a fresh internal tag each (never mixing with each
+ * other or with user tags), and do no messaging in a size-1 group. Every blocking wait is
+ * bounded by the rank's timeout (CommTimeoutError).
  */
 export class ThreadGroup implements ProcessGroup {
   readonly kind: GroupKind;
   readonly ranks: readonly number[];
   readonly rank: number;
   readonly size: number;
-  private readonly address: GroupAddress;
-  private readonly endpoint: Endpoint;
 
-  /**
-   * @param ranks global ranks of the members; group rank = index in this list. Must be distinct
-   *   integers in [0, world) and contain this rank.
-   * @throws RangeError/TypeError naming the bad kind or rank list and what would be valid.
-   */
-  constructor(endpoint: Endpoint, kind: GroupKind, ranks: readonly number[]) {
-    const me = endpoint.rank;
-    if (!GROUP_KINDS.includes(kind)) {
-      throw new TypeError(`rank ${me}: group kind ${JSON.stringify(kind)} is invalid; valid kinds: ${GROUP_KINDS.join(', ')}`);
-    }
-    if (!Array.isArray(ranks) || ranks.length === 0) {
-      throw new TypeError(`rank ${me}: ${kind} group ranks must be a non-empty array of global ranks, got ${JSON.stringify(ranks)}`);
-    }
-    for (const r of ranks) {
-      if (!Number.isInteger(r) || r < 0 || r >= endpoint.world) {
-        throw new RangeError(`rank ${me}: ${kind} group [${ranks.join(',')}] holds rank ${String(r)}; ranks must be integers in [0, ${endpoint.world})`);
-      }
-    }
-    if (new Set(ranks).size !== ranks.length) {
-      throw new RangeError(`rank ${me}: ${kind} group [${ranks.join(',')}] lists a rank twice; members must be distinct`);
-    }
-    const groupRank = ranks.indexOf(me);
-    if (groupRank < 0) {
-      throw new RangeError(`rank ${me}: cannot create ${kind} group [${ranks.join(',')}]: rank ${me} is not a member`);
-    }
-    this.kind = kind;
-    this.ranks = Object.freeze([...ranks]);
+  /** @param address the group's identity and members, checked by checkGroupSpec; `groupRank` is this rank's index in them. */
+  constructor(
+    private readonly endpoint: Endpoint,
+    private readonly address: GroupAddress,
+    groupRank: number,
+  ) {
+    this.kind = address.kind;
+    this.ranks = address.ranks;
     this.rank = groupRank;
-    this.size = ranks.length;
-    this.address = { id: `${kind}:${ranks.join(',')}`, kind, ranks: this.ranks };
-    this.endpoint = endpoint;
+    this.size = address.ranks.length;
   }
 
   send(buf: Float32Array, peer: number, tag: number): void {
@@ -100,16 +76,9 @@ export class ThreadGroup implements ProcessGroup {
     }
     const c = send.length / this.size;
     const me = this.rank;
-    this.traced('allToAll', () => {
-      const own = send.slice(me * c, (me + 1) * c);
-      this.exchange(
-        'allToAll',
-        (g) => send.subarray(g * c, (g + 1) * c),
-        equalBounds(c, this.size),
-        recv,
-      );
-      recv.set(own, me * c);
-    });
+    const own = send.slice(me * c, (me + 1) * c);
+    this.exchange('allToAll', (g) => send.subarray(g * c, (g + 1) * c), equalBounds(c, this.size), recv);
+    recv.set(own, me * c);
   }
 
   /** send: [c], recv: [size·c] = every member's send in group-rank order. */
@@ -121,7 +90,7 @@ export class ThreadGroup implements ProcessGroup {
         `allGather in ${describeGroup(this.address)}: recv holds ${recv.length} elements but must hold size × send = ${this.size} × ${send.length} = ${this.size * send.length}`,
       );
     }
-    this.traced('allGather', () => this.allGatherChunks('allGather', send, equalBounds(send.length, this.size), recv));
+    this.allGatherChunks('allGather', send, equalBounds(send.length, this.size), recv);
   }
 
   /**
@@ -136,7 +105,7 @@ export class ThreadGroup implements ProcessGroup {
         `reduceScatter in ${describeGroup(this.address)}: send holds ${send.length} elements but must hold size × recv = ${this.size} × ${recv.length} = ${this.size * recv.length}`,
       );
     }
-    this.traced('reduceScatter', () => this.reduceScatterChunks('reduceScatter', send, equalBounds(recv.length, this.size), recv));
+    this.reduceScatterChunks('reduceScatter', send, equalBounds(recv.length, this.size), recv);
   }
 
   /**
@@ -149,10 +118,8 @@ export class ThreadGroup implements ProcessGroup {
     if (this.size === 1) return;
     const bounds = chunkBounds(buf.length, this.size);
     const mine = new Float32Array(bounds[this.rank + 1]! - bounds[this.rank]!);
-    this.traced('allReduce', () => {
-      this.reduceScatterChunks('allReduce', buf, bounds, mine);
-      this.allGatherChunks('allReduce', mine, bounds, buf);
-    });
+    this.reduceScatterChunks('allReduce', buf, bounds, mine);
+    this.allGatherChunks('allReduce', mine, bounds, buf);
   }
 
   /** buf on every member := buf of group rank `root`. The root sends size − 1 messages. */
@@ -161,35 +128,16 @@ export class ThreadGroup implements ProcessGroup {
     this.checkPeer('broadcast', root, 'root');
     if (this.size === 1) return;
     const tag = this.endpoint.nextCollectiveTag(this.address.id);
-    this.traced('broadcast', () => {
-      if (this.rank === root) {
-        for (let g = 0; g < this.size; g++) if (g !== root) this.endpoint.send(this.address, this.ranks[g]!, tag, buf);
-      } else {
-        this.receiveInto('broadcast', buf, 0, buf.length, root, tag);
-      }
-    });
+    if (this.rank === root) {
+      for (let g = 0; g < this.size; g++) if (g !== root) this.endpoint.send(this.address, this.ranks[g]!, tag, buf);
+    } else {
+      this.receiveInto('broadcast', buf, 0, buf.length, root, tag);
+    }
   }
 
   /** Returns once every member has entered: an empty message to and from each other member. */
   barrier(): void {
-    this.traced('barrier', () => this.exchange('barrier', () => EMPTY, equalBounds(0, this.size), EMPTY));
-  }
-
-  /**
-   * Run collective `op` as one "comm" span with args {group: kind, bytes: payload bytes this
-   * rank sent in it}. Size-1 groups do no messaging, so they leave no span.
-   */
-  private traced(op: string, body: () => void): void {
-    const tracer = this.endpoint.tracer;
-    if (!tracer.enabled || this.size === 1) {
-      body();
-      return;
-    }
-    // Counters are read by kind on each access: resetCounters() replaces the record.
-    const sentBefore = this.endpoint.countersByKind[this.kind].bytesSent;
-    const start = nowMicros();
-    body();
-    tracer.record(op, 'comm', start, { group: this.kind, bytes: this.endpoint.countersByKind[this.kind].bytesSent - sentBefore });
+    this.exchange('barrier', () => EMPTY, equalBounds(0, this.size), EMPTY);
   }
 
   /**
@@ -249,9 +197,7 @@ export class ThreadGroup implements ProcessGroup {
   private checkPointToPoint(op: string, buf: Float32Array, peer: number, tag: number): void {
     this.checkBuffer(op, 'buf', buf);
     this.checkPeer(op, peer, 'peer');
-    if (!Number.isInteger(tag) || tag < 0 || tag >= USER_TAG_LIMIT) {
-      throw new RangeError(`${op} in ${describeGroup(this.address)}: tag ${String(tag)} is invalid; user tags are integers in [0, ${USER_TAG_LIMIT})`);
-    }
+    checkTag(op, describeGroup(this.address), tag);
   }
 
   private checkPeer(op: string, peer: number, field: string): void {

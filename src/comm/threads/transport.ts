@@ -1,12 +1,8 @@
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { CommTimeoutError } from '../../errors.js';
-import { zeroCountersByKind } from '../counters.js';
-import type { CommCounters, GroupKind } from '../process-group.js';
-import { nowMicros, type Tracer } from '../trace.js';
-
-/** User tags are integers in [0, USER_TAG_LIMIT); tags at and above it belong to collectives. */
-export const USER_TAG_LIMIT = 2 ** 20;
+import type { GroupKind } from '../process-group.js';
+import { TAG_LIMIT } from '../tags.js';
 
 /** The group a message travels in: its identity for matching and its names for errors. */
 export interface GroupAddress {
@@ -30,7 +26,7 @@ function matchKey(groupId: string, src: number, tag: number): string {
 
 /** How a tag reads in an error: user tags as given, collective tags by their sequence number. */
 export function describeTag(tag: number): string {
-  return tag < USER_TAG_LIMIT ? `tag ${tag}` : `collective #${tag - USER_TAG_LIMIT}`;
+  return tag < TAG_LIMIT ? `tag ${tag}` : `collective #${tag - TAG_LIMIT}`;
 }
 
 export function describeGroup(group: GroupAddress): string {
@@ -48,53 +44,30 @@ export function describeGroup(group: GroupAddress): string {
  * transport is the decided first version: one copy into the message and one out of it.
  *
  * Matching: a receive takes the first message, in arrival order, with the same (group id,
- * source global rank, tag). Messages that arrive for other receives wait in a local queue.
- * Counting (DESIGN decision 7): one message per point-to-point transfer, payload bytes only,
- * per group kind; messages to self are neither sent over a port nor counted.
- * Tracing (docs/comm.md, Tracing): when the tracer is enabled, every counted send is a "send"
- * span and every receive that had to block is a "wait <op>" span, both of category "comm".
+ * source global rank, tag). Messages that arrive for other receives wait in a local queue;
+ * messages to self never touch a port. Counting and tracing are not the transport's: they
+ * wrap every group (src/comm/counted-group.ts).
  */
 export class Endpoint {
   readonly rank: number;
   readonly world: number;
   readonly timeoutMs: number;
-  /** This rank's timeline; the endpoint records its sends and blocking waits into it. */
-  readonly tracer: Tracer;
   private readonly ports: readonly (MessagePort | null)[];
   private readonly doorbell: Int32Array;
   /** Arrived, not yet received payloads by match key; each queue is in arrival order. */
   private readonly unmatched = new Map<string, Float32Array[]>();
   private readonly collectiveSeq = new Map<string, number>();
-  private counters = zeroCountersByKind();
 
   /**
    * @param ports ports[p] is the port to global rank p; ports[rank] is null.
    * @param doorbell Int32Array over a SharedArrayBuffer of `world` slots, shared by all ranks.
-   * @param tracer where sends and blocking waits are recorded (disabled unless the launch asked for a trace).
    */
-  constructor(
-    rank: number,
-    world: number,
-    ports: readonly (MessagePort | null)[],
-    doorbell: Int32Array,
-    timeoutMs: number,
-    tracer: Tracer,
-  ) {
+  constructor(rank: number, world: number, ports: readonly (MessagePort | null)[], doorbell: Int32Array, timeoutMs: number) {
     this.rank = rank;
     this.world = world;
-    this.tracer = tracer;
     this.ports = ports;
     this.doorbell = doorbell;
     this.timeoutMs = timeoutMs;
-  }
-
-  /** Counters of this rank, by group kind (live object; copy before keeping). */
-  get countersByKind(): Record<GroupKind, CommCounters> {
-    return this.counters;
-  }
-
-  resetCounters(): void {
-    this.counters = zeroCountersByKind();
   }
 
   /**
@@ -105,7 +78,7 @@ export class Endpoint {
   nextCollectiveTag(groupId: string): number {
     const seq = this.collectiveSeq.get(groupId) ?? 0;
     this.collectiveSeq.set(groupId, seq + 1);
-    return USER_TAG_LIMIT + seq;
+    return TAG_LIMIT + seq;
   }
 
   /** Post a copy of `data` to global rank `dst`; never blocks. */
@@ -115,17 +88,12 @@ export class Endpoint {
       this.enqueue(matchKey(group.id, dst, tag), copy);
       return;
     }
-    const start = this.tracer.enabled ? nowMicros() : 0;
     const envelope: Envelope = { g: group.id, t: tag, d: copy.buffer };
     this.ports[dst]!.postMessage(envelope, [copy.buffer]);
     // The message is in the receiver's port queue once postMessage returns, so ringing after it
     // guarantees a receiver that wakes on this ring finds it.
     Atomics.add(this.doorbell, dst, 1);
     Atomics.notify(this.doorbell, dst);
-    const c = this.counters[group.kind];
-    c.messagesSent += 1;
-    c.bytesSent += data.byteLength;
-    if (this.tracer.enabled) this.tracer.record('send', 'comm', start, { group: group.kind, peer: dst, bytes: data.byteLength });
   }
 
   /**
@@ -135,35 +103,17 @@ export class Endpoint {
    */
   receive(group: GroupAddress, src: number, tag: number, op: string): Float32Array {
     const key = matchKey(group.id, src, tag);
-    let blockedSince = -1;
-    let blockedSinceMicros = 0;
-    let deadline = 0;
+    let deadline = -1;
     for (;;) {
       // Read the doorbell before draining: a ring after this read changes the value, so the
       // wait below returns at once instead of sleeping past a message.
       const seen = Atomics.load(this.doorbell, this.rank);
       this.drain();
       const payload = this.take(key);
-      if (payload !== undefined) {
-        const c = this.counters[group.kind];
-        if (blockedSince >= 0) {
-          c.waitMs += performance.now() - blockedSince;
-          if (this.tracer.enabled) this.tracer.record(`wait ${op}`, 'comm', blockedSinceMicros, { group: group.kind, peer: src, bytes: payload.byteLength, tag: describeTag(tag) });
-        }
-        if (src !== this.rank) {
-          c.messagesReceived += 1;
-          c.bytesReceived += payload.byteLength;
-        }
-        return payload;
-      }
+      if (payload !== undefined) return payload;
       const now = performance.now();
-      if (blockedSince < 0) {
-        blockedSince = now;
-        if (this.tracer.enabled) blockedSinceMicros = nowMicros();
-        deadline = now + this.timeoutMs;
-      }
+      if (deadline < 0) deadline = now + this.timeoutMs;
       if (now >= deadline) {
-        this.counters[group.kind].waitMs += now - blockedSince;
         throw new CommTimeoutError(
           `rank ${this.rank}: timed out after ${this.timeoutMs} ms waiting in ${op} for a message from rank ${src} ` +
             `(${describeGroup(group)}, ${describeTag(tag)})${this.describeUnmatched()}`,

@@ -1,23 +1,13 @@
-import type { CommRequest, ProcessGroup } from '../comm/process-group.js';
+import type { CommRequest, ProcessGroup } from './process-group.js';
 
 /*
  * Collectives over pieces of UNEVEN length, which ZeRO needs when a segment of the flat layout
  * does not split evenly over the shards (the ProcessGroup collectives take equal chunks).
  * They are built from isend/irecv so that a gather can be posted early and completed later
- * (stage 3's prefetch of the next unit). Bounds are offsets into the full buffer: member g
+ * (stage 3's prefetch of the next unit), which also makes them backend-neutral: they run on any
+ * ProcessGroup and are counted as its point-to-point traffic. Bounds are offsets into the full buffer: member g
  * owns [bounds[g], bounds[g + 1]). Empty pieces send no message (every member knows the bounds).
  */
-
-/**
- * User tags of ZeRO traffic: 2^19 + 4·segment + op, below the 2^20 limit of user tags
- * (docs/comm.md), so up to 2^17 segments. Messages match by (group, source, tag) in arrival
- * order, and every member runs a segment's operations in the same order, so a tag may repeat.
- */
-export function zeroTag(segment: number, op: 'gather' | 'reduce' | 'save'): number {
-  const tag = (1 << 19) + 4 * segment + (op === 'gather' ? 0 : op === 'reduce' ? 1 : 2);
-  if (!Number.isInteger(segment) || segment < 0 || tag >= 1 << 20) throw new RangeError(`zeroTag: segment ${segment} is outside [0, ${1 << 17})`);
-  return tag;
-}
 
 /** A collective that has been posted; wait() completes it (bounded by the group's timeout). */
 export interface Pending {
