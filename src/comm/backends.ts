@@ -36,7 +36,8 @@ export async function createLauncher(choice: BackendChoice = 'auto'): Promise<La
   }
   const backend = choice === 'auto' ? detectBackend() : choice;
   if (backend === 'threads') return new ThreadsLauncher();
-  throw new ConfigError('train.backend = "mpi" is not available in this build');
+  const { mpiLauncher } = await import('./mpi/launch.js');
+  return mpiLauncher();
 }
 
 /** Run `opts` on the threads backend: the launcher of tests and of the single-machine benches. */
