@@ -30,7 +30,9 @@ program
     const result = await train(cfg, { overwrite: opts.overwrite ?? false, ...(resume !== undefined ? { resume } : {}), ...(opts.stopAt !== undefined ? { stopAt: opts.stopAt } : {}) });
     const first = result.steps[0];
     const last = result.steps[result.steps.length - 1];
-    if (result.interrupted) {
+    if (!result.coordinator) {
+      if (result.interrupted) process.exitCode = 130;
+    } else if (result.interrupted) {
       process.stderr.write(
         `interrupted after step ${last?.step ?? '(none)'}` +
           (result.checkpoint !== undefined ? `; checkpoint ${result.checkpoint}; continue with: npx loongtrain train ${process.argv.slice(3).filter((a) => a !== '--overwrite').join(' ')} --resume\n` : '\n'),

@@ -26,7 +26,7 @@ function entryUrl(entry: unknown): string {
  */
 export function checkLaunchOptions(opts: LaunchOptions): string {
   if (typeof opts !== 'object' || opts === null) throw new ConfigError(`launch options must be an object, got ${String(opts)}`);
-  const { world, timeoutMs, arenaBytes, onReport, trace, onTrace } = opts;
+  const { world, timeoutMs, arenaBytes, onReport, trace, onTrace, onStop } = opts;
   if (!Number.isInteger(world) || world < 1) {
     throw new ConfigError(`launch option world = ${String(world)} is invalid: it must be a positive integer (the number of ranks)`);
   }
@@ -44,6 +44,9 @@ export function checkLaunchOptions(opts: LaunchOptions): string {
   }
   if (onTrace !== undefined && typeof onTrace !== 'function') {
     throw new ConfigError(`launch option onTrace is invalid: it must be a function (rank, events) => void or absent, got ${typeof onTrace}`);
+  }
+  if (onStop !== undefined && typeof onStop !== 'function') {
+    throw new ConfigError(`launch option onStop is invalid: it must be a function (signal) => void or absent, got ${typeof onStop}`);
   }
   return entryUrl(opts.entry);
 }

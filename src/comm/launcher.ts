@@ -26,6 +26,13 @@ export interface LaunchOptions {
    * epoch) when that rank's run() returns, before the launch resolves; coordinator only.
    */
   onTrace?: (rank: number, events: TraceEvent[]) => void;
+  /**
+   * Called in this process when a stop signal arrived during the launch (Ctrl-C, SIGTERM; under
+   * mpirun also the SIGCONT and SIGUSR1 it sends the ranks): every rank then stops after its
+   * current step (RankContext.stopRequested). Which signals count, and what a second one does,
+   * is the backend's (docs/comm.md, "Stopping a run").
+   */
+  onStop?: (signal: NodeJS.Signals) => void;
 }
 
 export type BackendName = 'threads' | 'mpi';
@@ -47,7 +54,7 @@ export interface Launcher {
   launch(opts: LaunchOptions): Promise<unknown[]>;
   /**
    * Ask every rank of the current launch to stop after its current step (RankContext.stopRequested
-   * turns true in this process's ranks; ranks agree on it collectively). Safe in a signal handler.
+   * turns true in this process's ranks; ranks agree on it collectively). The launch's stop signals do this too.
    */
   requestStop(): void;
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { GROUP_KINDS, type GroupKind } from '../comm/process-group.js';
 import { MEMORY_CATEGORIES, type MemoryCategory } from '../tensor/arena.js';
 
 /**
@@ -49,6 +50,8 @@ export interface StepMetrics {
   peakBytesByCategory: Record<MemoryCategory, number[]>;
   /** Milliseconds each rank spent blocked on communication during the step. */
   commWaitMs: number[];
+  /** Payload bytes sent during the step by all ranks together, per group kind (docs/comm.md, Counters). */
+  commBytesByKind: Record<GroupKind, number>;
 }
 
 /** What each rank reports after a step. */
@@ -62,6 +65,8 @@ export interface RankStepReport {
   peakBytes: number;
   peakBytesByCategory: Record<MemoryCategory, number>;
   commWaitMs: number;
+  /** Payload bytes this rank sent during the step, per group kind. */
+  commBytesByKind: Record<GroupKind, number>;
 }
 
 /**
@@ -86,5 +91,6 @@ export function combineStep(reports: RankStepReport[], tokensPerStep: number, mo
     peakBytes: reports.map((r) => r.peakBytes),
     peakBytesByCategory: Object.fromEntries(MEMORY_CATEGORIES.map((c) => [c, reports.map((r) => r.peakBytesByCategory[c])])) as Record<MemoryCategory, number[]>,
     commWaitMs: reports.map((r) => r.commWaitMs),
+    commBytesByKind: Object.fromEntries(GROUP_KINDS.map((k) => [k, reports.reduce((sum, r) => sum + r.commBytesByKind[k], 0)])) as Record<GroupKind, number>,
   };
 }

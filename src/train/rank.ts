@@ -1,5 +1,5 @@
 import { TwoDAttention } from '../attention/two-d.js';
-import type { ProcessGroup } from '../comm/process-group.js';
+import { GROUP_KINDS, type CommCounters, type GroupKind, type ProcessGroup } from '../comm/process-group.js';
 import type { RankContext } from '../comm/rank-context.js';
 import { type Sequence, SequenceSampler, sequencePosition } from '../data/packing.js';
 import { shardSequence } from '../data/shard.js';
@@ -177,7 +177,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
   for (let step = startStep + 1; step <= args.stopAt; step++) {
     const t0 = performance.now();
     ctx.arena.resetPeak();
-    const waitBefore = totalWaitMs(ctx);
+    const before = ctx.counters();
     const batch: Sequence[] = [];
     for (let d = 0; d < dims.dp; d++) {
       for (let b = 0; b < batchSize; b++) batch.push(sampler.globalSequence(sequencePosition(step - 1, dims.dp, batchSize, d, b)));
@@ -196,7 +196,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       stepMs: performance.now() - t0,
       peakBytes: stats.peakBytes,
       peakBytesByCategory: stats.peakByCategory,
-      commWaitMs: totalWaitMs(ctx) - waitBefore,
+      ...stepTraffic(before, ctx.counters()),
     };
     ctx.report(report);
 
@@ -239,9 +239,11 @@ function anyRank(group: ProcessGroup, flag: boolean): boolean {
   return buf[0]! > 0;
 }
 
-function totalWaitMs(ctx: RankContext): number {
-  let ms = 0;
-  for (const c of Object.values(ctx.counters())) ms += c.waitMs;
-  return ms;
+/** This rank's communication wait and bytes sent per kind between two counter snapshots. */
+function stepTraffic(before: Record<GroupKind, CommCounters>, after: Record<GroupKind, CommCounters>): Pick<RankStepReport, 'commWaitMs' | 'commBytesByKind'> {
+  let commWaitMs = 0;
+  for (const k of GROUP_KINDS) commWaitMs += after[k].waitMs - before[k].waitMs;
+  const commBytesByKind = Object.fromEntries(GROUP_KINDS.map((k) => [k, after[k].bytesSent - before[k].bytesSent])) as Record<GroupKind, number>;
+  return { commWaitMs, commBytesByKind };
 }
 

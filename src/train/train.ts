@@ -39,8 +39,10 @@ export interface TrainResult {
   steps: StepMetrics[];
   /** Last checkpoint written. */
   checkpoint?: string;
-  /** The run stopped early on Ctrl-C (after saving a checkpoint). */
+  /** The run stopped early on Ctrl-C or another stop signal (after saving a checkpoint). */
   interrupted: boolean;
+  /** Whether this process logged the run and wrote its files (always, except in the non-zero ranks of an mpi job). */
+  coordinator: boolean;
   wallSeconds: number;
 }
 
@@ -128,16 +130,6 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       logger?.step(metrics);
     }
   };
-  // Ctrl-C or SIGTERM (schedulers, mpirun): the first asks every rank to stop after its current
-  // step and save a checkpoint; a second one ends the process at once.
-  let interrupts = 0;
-  const onInterrupt = (signal: NodeJS.Signals): void => {
-    if (interrupts++ > 0) process.exit(signal === 'SIGINT' ? 130 : 143);
-    launcher.requestStop();
-    logger?.info(`${signal}: stopping after the current step and saving a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again to quit at once)`);
-  };
-  process.on('SIGINT', onInterrupt);
-  process.on('SIGTERM', onInterrupt);
   const args: RankTrainArgs = { config: rankCfg, tokenizer: tokenizer.name, stream, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
   let results: RankTrainResult[];
   const traces: TraceEvent[][] = [];
@@ -151,6 +143,8 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       onReport,
       trace: cfg.log.trace,
       onTrace: (rank, events) => (traces[rank] = events),
+      // Ctrl-C, SIGTERM (schedulers), mpirun's stop signals: every rank stops after its step and saves.
+      onStop: (signal) => logger?.info(`${signal}: stopping after the current step and saving a checkpoint${launcher.backend === 'threads' ? ' (send it again to quit at once)' : ''}`),
     })) as RankTrainResult[];
     if (cfg.log.trace && coordinator) {
       const path = join(cfg.log.dir, 'trace.json');
@@ -158,8 +152,6 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       logger?.info(`trace: ${spans} spans of ${dims.world} rank${dims.world === 1 ? '' : 's'} written to ${path} (open in https://ui.perfetto.dev)`);
     }
   } finally {
-    process.off('SIGINT', onInterrupt);
-    process.off('SIGTERM', onInterrupt);
     logger?.close();
   }
   const wallSeconds = (performance.now() - started) / 1000;
@@ -167,7 +159,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   // Ranks end before stopAt only on a stop request; every process knows its own rank's result.
   const own = results.find((r) => r !== undefined);
   const interrupted = own !== undefined && firstStep + own.losses.length < stopAt;
-  return { steps, wallSeconds, interrupted, ...(checkpoint !== undefined ? { checkpoint } : {}) };
+  return { steps, wallSeconds, interrupted, coordinator, ...(checkpoint !== undefined ? { checkpoint } : {}) };
 }
 
 /** The ZeRO setting as the first log line names it, e.g. "zeroStage 3 over world (4 shards)". */

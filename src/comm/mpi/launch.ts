@@ -2,6 +2,7 @@ import { deserialize, serialize } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import { ConfigError } from '../../errors.js';
 import { checkLaunchOptions } from '../launch-options.js';
+import { withStopSignals } from '../stop-signals.js';
 import { RankFailedError, type LaunchOptions, type Launcher, type RankErrorInfo } from '../launcher.js';
 import type { RankMessage } from '../rank-entry.js';
 import { loadMpi, type Comm, type MpiLibrary, type Request } from './library.js';
@@ -34,6 +35,8 @@ class MpiLauncher implements Launcher {
   readonly coordinator: boolean;
   private readonly rank: number;
   private readonly stop = new Int32Array(new SharedArrayBuffer(4));
+  /** A stop signal arrived: mpirun is ending the job, so the process must not wait in MPI_Finalize. */
+  signalled = false;
 
   constructor(
     private readonly lib: MpiLibrary,
@@ -57,12 +60,33 @@ class MpiLauncher implements Launcher {
    * See Launcher.launch. Rejects with ConfigError when `world` differs from the job's size.
    * In rank 0's process it resolves once every rank's result has arrived; elsewhere once this
    * rank's result has been handed to MPI.
+   *
+   * Stopping: when mpirun gets Ctrl-C or SIGTERM, each host's daemon sends its ranks SIGCONT at
+   * once, SIGTERM after `odls_base_sigkill_timeout` seconds (default 1) and SIGKILL after twice
+   * that; SIGUSR1 sent to mpirun is forwarded to every rank and nothing else follows. The first
+   * of SIGCONT, SIGUSR1, SIGINT and SIGTERM stops every rank after its current step (the rest
+   * are ignored: mpirun's own sequence ends the job if the step and the checkpoint take too
+   * long). After such a stop the process exits without MPI_Finalize, which would wait for a
+   * daemon that is tearing the job down (docs/comm.md, "Stopping a run").
    */
   async launch(opts: LaunchOptions): Promise<unknown[]> {
     const entry = checkLaunchOptions(opts);
     if (opts.world !== this.fixedWorld) {
       throw new ConfigError(`launch option world = ${opts.world} differs from the ${this.fixedWorld} processes mpirun started: start the job with mpirun -n ${opts.world}`);
     }
+    return withStopSignals(
+      ['SIGCONT', 'SIGUSR1', 'SIGINT', 'SIGTERM'],
+      (signal) => {
+        this.signalled = true;
+        this.requestStop();
+        opts.onStop?.(signal);
+      },
+      undefined,
+      () => this.run(entry, opts),
+    );
+  }
+
+  private async run(entry: string, opts: LaunchOptions): Promise<unknown[]> {
     const world = opts.world;
     Atomics.store(this.stop, 0, 0);
     const init: MpiWorkerInit = { rank: this.rank, world, stop: this.stop.buffer as SharedArrayBuffer, entry, args: opts.args, timeoutMs: opts.timeoutMs, arenaBytes: opts.arenaBytes, trace: opts.trace ?? false };
@@ -163,6 +187,8 @@ export function mpiLauncher(): Launcher {
   if ('reason' in lib) throw new ConfigError(`train.backend = "mpi" needs Open MPI: ${lib.reason}`);
   const provided = lib.init();
   process.on('exit', (code) => {
+    // After a stop signal mpirun is ending the job itself: MPI_Finalize would wait for its daemons.
+    if (instance?.signalled) return;
     if (code === 0) lib.finalize();
     else lib.abort(lib.world, code);
   });
@@ -172,6 +198,7 @@ export function mpiLauncher(): Launcher {
         'its rank thread and its main thread both call MPI. Use an Open MPI built with thread support (Debian\'s is; `ompi_info | grep -i thread` shows it)',
     );
   }
-  instance = new MpiLauncher(lib, lib.dup(lib.world));
-  return instance;
+  const launcher = new MpiLauncher(lib, lib.dup(lib.world));
+  instance = launcher;
+  return launcher;
 }

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { checkLaunchOptions } from '../launch-options.js';
+import { withStopSignals } from '../stop-signals.js';
 import { RankFailedError, type LaunchOptions, type Launcher, type RankErrorInfo } from '../launcher.js';
 import type { RankMessage } from '../rank-entry.js';
 import type { WorkerInit } from './protocol.js';
@@ -40,13 +41,29 @@ export class ThreadsLauncher implements Launcher {
   }
 
   /**
-   * See Launcher.launch. A rank fails when it throws, its worker fails to start or exits
+   * See Launcher.launch. Ctrl-C or SIGTERM stops every rank after its current step (onStop is
+   * told); a second one ends the process at once (exit code 130 or 143).
+   */
+  async launch(opts: LaunchOptions): Promise<unknown[]> {
+    const entry = checkLaunchOptions(opts);
+    return withStopSignals(
+      ['SIGINT', 'SIGTERM'],
+      (signal) => {
+        this.requestStop();
+        opts.onStop?.(signal);
+      },
+      (signal) => process.exit(signal === 'SIGINT' ? 130 : 143),
+      () => this.run(entry, opts),
+    );
+  }
+
+  /**
+   * A rank fails when it throws, its worker fails to start or exits
    * unexpectedly, or its arguments/result cannot be cloned; all other workers are terminated
    * first (also those blocked in a receive). Workers are always terminated before the promise
    * settles. Rejects with Error `onReport threw …` / `onTrace threw …` when a callback throws.
    */
-  async launch(opts: LaunchOptions): Promise<unknown[]> {
-    const entry = checkLaunchOptions(opts);
+  private async run(entry: string, opts: LaunchOptions): Promise<unknown[]> {
     const { world } = opts;
     Atomics.store(this.stop, 0, 0);
     const doorbell = new SharedArrayBuffer(4 * world);
