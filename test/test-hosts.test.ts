@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { GroupKind } from '../src/comm/process-group.js';
 import { loadDocuments } from '../src/data/sources.js';
 import { loadConfig } from '../src/train/config.js';
-import { checkTestHosts, hostSentBytes, testHostsDown, testHostsMpirun, testHostsUp } from '../src/train/test-hosts.js';
+import { checkTestHosts, hostSentBytes, testHostsDown, testHostsRun, testHostsUp } from '../src/train/test-hosts.js';
 import { train } from '../src/train/train.js';
 
 /*
@@ -49,24 +48,12 @@ interface Row {
 }
 
 /** `mpirun -n world` with world/2 ranks on each of the 2 hosts; rank 0's metrics rows. */
-function hostsTrain(world: number, overrides: readonly string[]): Promise<Row[]> {
+async function hostsTrain(world: number, overrides: readonly string[]): Promise<Row[]> {
   const dir = join(root, `run-${runs++}`);
   const sets = settings(dir, overrides).flatMap((s) => ['--set', s]);
-  const [cmd, args] = testHostsMpirun(['-n', String(world), '--map-by', `ppr:${world / 2}:node`, process.execPath, CLI, 'train', ...sets]);
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const limit = setTimeout(() => child.kill('SIGKILL'), 300_000);
-    child.on('close', (code) => {
-      clearTimeout(limit);
-      if (code !== 0) {
-        reject(new Error(`mpirun over the test hosts exited with ${code}:\n${stderr}`));
-        return;
-      }
-      resolve(readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Row));
-    });
-  });
+  const run = await testHostsRun(world, world / 2, [process.execPath, CLI, 'train', ...sets], 300_000);
+  assert.equal(run.code, 0, `mpirun over the test hosts failed:\n${run.stderr}`);
+  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Row);
 }
 
 async function threadsLosses(overrides: readonly string[]): Promise<number[]> {

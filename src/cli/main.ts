@@ -6,6 +6,7 @@ import { ConfigError } from '../errors.js';
 import { loadConfig } from '../train/config.js';
 import { benchLayouts, DEFAULT_LAYOUTS, formatBenchTable } from '../train/bench.js';
 import { benchAttention, DEFAULT_ATTENTION_OPTIONS, formatAttentionTable } from '../train/bench-attention.js';
+import { benchCluster, CLUSTER_BENCH_MODEL, DEFAULT_CLUSTER_BENCH, formatClusterTable } from '../train/bench-cluster.js';
 import { benchKernels, DEFAULT_KERNEL_BENCH, formatKernelTable } from '../train/bench-kernels.js';
 import { benchMemory, DEFAULT_MEMORY_BENCH, formatMemoryTable } from '../train/bench-memory.js';
 import { train } from '../train/train.js';
@@ -57,11 +58,14 @@ interface BenchFlags {
   heads?: number;
   kvHeads?: number;
   headDim?: number;
+  rates?: string[];
+  ranksPerHost?: number[];
 }
 
 const FLAG_NAMES: Record<keyof BenchFlags, string> = {
   config: '--config', set: '--set', steps: '--steps', warmup: '--warmup', reps: '--reps',
   seqLen: '--seq-len', heads: '--heads', kvHeads: '--kv-heads', headDim: '--head-dim',
+  rates: '--rates', ranksPerHost: '--ranks-per-host',
 };
 
 /** The flags each suite reads; a flag given to a suite that does not read it is an error rather than silently ignored. */
@@ -70,6 +74,7 @@ const SUITE_FLAGS = {
   attention: ['warmup', 'reps', 'seqLen', 'heads', 'kvHeads', 'headDim'],
   kernels: ['config', 'set', 'steps', 'warmup', 'reps'],
   memory: ['config', 'set', 'steps', 'warmup', 'seqLen'],
+  cluster: ['config', 'set', 'steps', 'warmup', 'rates', 'ranksPerHost'],
 } as const satisfies Record<string, ReadonlyArray<keyof BenchFlags>>;
 type Suite = keyof typeof SUITE_FLAGS;
 
@@ -90,7 +95,7 @@ const USER_FIXABLE = new Set(['ArenaExhaustedError', 'CommTimeoutError', 'Config
 program
   .command('bench')
   .description('benchmark a suite (docs/bench.md); JSON on stdout, a table on stderr')
-  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md)', 'layouts')
+  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md)', 'layouts')
   .option('-c, --config <file>', 'layouts, kernels, memory: TOML config file (default: built-in defaults; kernels, memory: configs/demo.toml)')
   .option('-s, --set <key=value>', 'layouts, kernels, memory: override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--steps <n>', `layouts, kernels, memory: training steps per layout, backend or run (default 8; memory ${DEFAULT_MEMORY_BENCH.steps})`, num)
@@ -100,6 +105,8 @@ program
   .option('--heads <n>', `attention: query heads (default ${DEFAULT_ATTENTION_OPTIONS.heads})`, num)
   .option('--kv-heads <n>', `attention: KV heads (default ${DEFAULT_ATTENTION_OPTIONS.kvHeads})`, num)
   .option('--head-dim <n>', `attention: head dimension (default ${DEFAULT_ATTENTION_OPTIONS.headDim})`, num)
+  .option('--rates <list>', `cluster: link rates between the 2 test hosts, comma-separated tc rates or "unshaped" (default ${DEFAULT_CLUSTER_BENCH.rates.join(',')})`, (v: string) => v.split(',').map((x) => x.trim()).filter((x) => x !== ''))
+  .option('--ranks-per-host <list>', `cluster: ranks on each of the 2 hosts, comma-separated (default ${DEFAULT_CLUSTER_BENCH.ranksPerHost.join(',')})`, (v: string) => v.split(',').map(Number))
   .action(async (suite: string, opts: BenchFlags) => {
     if (!Object.hasOwn(SUITE_FLAGS, suite)) throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown: use ${Object.keys(SUITE_FLAGS).map((n) => `"${n}"`).join(', ')}`);
     const reads: ReadonlyArray<keyof BenchFlags> = SUITE_FLAGS[suite as Suite];
@@ -120,6 +127,14 @@ program
       const config = loadConfig(opts.config ?? fileURLToPath(new URL('../../../configs/demo.toml', import.meta.url)), opts.set);
       const report = await benchKernels({ config, steps, warmup, reps });
       process.stderr.write(formatKernelTable(report) + '\n');
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return;
+    }
+    if (suite === 'cluster') {
+      const d = DEFAULT_CLUSTER_BENCH;
+      const config = loadConfig(opts.config ?? fileURLToPath(new URL('../../../configs/demo.toml', import.meta.url)), [...(opts.config === undefined ? CLUSTER_BENCH_MODEL : []), ...opts.set]);
+      const report = await benchCluster({ config, rates: opts.rates ?? d.rates, ranksPerHost: opts.ranksPerHost ?? d.ranksPerHost, steps: opts.steps ?? d.steps, warmup: opts.warmup ?? d.warmup });
+      process.stderr.write(formatClusterTable(report) + '\n');
       process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       return;
     }

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -52,9 +52,23 @@ export function testHostsDown(): void {
   script(['down']);
 }
 
-/** The command that runs `mpirun ARGS` inside lt-h0 over the test hosts (for spawn: program, then its arguments). */
-export function testHostsMpirun(args: readonly string[]): [string, string[]] {
-  return ['bash', [SCRIPT, 'mpirun', ...args]];
+/**
+ * Run `mpirun -n world PROGRAM…` inside lt-h0 over the test hosts, `perHost` ranks on each host
+ * in rank order (ranks 0 … perHost − 1 on lt-h0), bounded by `limitMs` (then killed).
+ * @returns the exit code and what the job printed on stderr.
+ */
+export function testHostsRun(world: number, perHost: number, program: readonly string[], limitMs: number): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', [SCRIPT, 'mpirun', '-n', String(world), '--map-by', `ppr:${perHost}:node`, ...program], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const limit = setTimeout(() => child.kill('SIGKILL'), limitMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(limit);
+      resolve({ code, stderr });
+    });
+  });
 }
 
 /** The command that runs `cmd` on test host `host` (its namespace and hostname). */
