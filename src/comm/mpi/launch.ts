@@ -35,8 +35,8 @@ class MpiLauncher implements Launcher {
   readonly coordinator: boolean;
   private readonly rank: number;
   private readonly stop = new Int32Array(new SharedArrayBuffer(4));
-  /** A stop signal arrived: mpirun is ending the job, so the process must not wait in MPI_Finalize. */
-  signalled = false;
+  /** The stop signal that arrived during a launch, if any. */
+  stopSignal: NodeJS.Signals | undefined;
 
   constructor(
     private readonly lib: MpiLibrary,
@@ -66,8 +66,9 @@ class MpiLauncher implements Launcher {
    * that; SIGUSR1 sent to mpirun is forwarded to every rank and nothing else follows. The first
    * of SIGCONT, SIGUSR1, SIGINT and SIGTERM stops every rank after its current step (the rest
    * are ignored: mpirun's own sequence ends the job if the step and the checkpoint take too
-   * long). After such a stop the process exits without MPI_Finalize, which would wait for a
-   * daemon that is tearing the job down (docs/comm.md, "Stopping a run").
+   * long). After a stop by mpirun's own sequence the process exits without MPI_Finalize, which
+   * would wait for daemons that are tearing the job down; after SIGUSR1 it finalizes
+   * (docs/comm.md, "Stopping a run").
    */
   async launch(opts: LaunchOptions): Promise<unknown[]> {
     const entry = checkLaunchOptions(opts);
@@ -77,7 +78,7 @@ class MpiLauncher implements Launcher {
     return withStopSignals(
       ['SIGCONT', 'SIGUSR1', 'SIGINT', 'SIGTERM'],
       (signal) => {
-        this.signalled = true;
+        this.stopSignal = signal;
         this.requestStop();
         opts.onStop?.(signal);
       },
@@ -187,9 +188,11 @@ export function mpiLauncher(): Launcher {
   if ('reason' in lib) throw new ConfigError(`train.backend = "mpi" needs Open MPI: ${lib.reason}`);
   const provided = lib.init();
   process.on('exit', (code) => {
-    // After a stop signal mpirun is ending the job itself: MPI_Finalize would wait for its daemons.
-    if (instance?.signalled) return;
-    if (code === 0) lib.finalize();
+    const signal = instance?.stopSignal;
+    // SIGCONT, SIGINT, SIGTERM: mpirun is ending the job itself, and MPI_Finalize would wait for its daemons.
+    if (signal !== undefined && signal !== 'SIGUSR1') return;
+    // A clean end, or a stop every rank agreed on (the CLI's exit code 130), finalizes; a failure ends the whole job.
+    if (code === 0 || signal === 'SIGUSR1') lib.finalize();
     else lib.abort(lib.world, code);
   });
   if (provided < lib.THREAD_MULTIPLE) {
