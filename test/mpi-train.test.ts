@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { loadDocuments } from '../src/data/sources.js';
 import { loadConfig } from '../src/train/config.js';
 import { train } from '../src/train/train.js';
 import { runMpirun } from './helpers/backends.js';
+import { assertClose } from './helpers/assert-close.js';
 
 /*
  * Training under `mpirun` as a user starts it (`mpirun -n N node …/main.js train …`), held
@@ -61,14 +62,6 @@ async function threadsTrain(overrides: readonly string[], opts: Parameters<typeo
   const dir = newDir();
   const result = await train(loadConfig(undefined, [...settings(dir, overrides), 'log.progress=none', 'train.backend=threads']), opts);
   return { dir, losses: result.steps.map((s) => s.loss) };
-}
-
-function assertClose(actual: readonly number[], expected: readonly number[], rel: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: number of steps`);
-  for (let i = 0; i < expected.length; i++) {
-    const err = Math.abs(actual[i]! - expected[i]!) / Math.abs(expected[i]!);
-    assert.ok(err <= rel, `${what}: step ${i + 1} loss ${actual[i]} vs ${expected[i]} (relative error ${err.toExponential(2)} > ${rel})`);
-  }
 }
 
 describe('training under mpirun equals the threads backend', () => {
@@ -152,26 +145,37 @@ function rankPid(tag: string, rank: number): number | undefined {
   return undefined;
 }
 
+/** Start a 4-rank hp2×cp2 job of many steps and wait until it has logged step 3. */
+async function startLongJob(dir: string): Promise<{ child: ChildProcess; stderr: () => string; exited: Promise<number | null> }> {
+  const sets = settings(dir, ['parallel.hp=2', 'parallel.cp=2', 'train.steps=100000']).flatMap((s) => ['--set', s]);
+  const child = spawn(findMpirun(), [...localMpirunArgs(4), process.execPath, CLI, 'train', ...sets], { env: mpirunEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const deadline = Date.now() + 120_000;
+  while (!/step 3 \|/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.match(stderr, /step 3 \|/, 'the job trained before being stopped');
+  return { child, stderr: () => stderr, exited };
+}
+
+/** Wait for the job to end (killing it after 60 s); its exit code and the seconds it took. */
+async function ended(job: { child: ChildProcess; exited: Promise<number | null> }): Promise<{ code: number | null; seconds: number }> {
+  const t0 = Date.now();
+  const limit = setTimeout(() => job.child.kill('SIGKILL'), 60_000);
+  const code = await job.exited;
+  clearTimeout(limit);
+  return { code, seconds: (Date.now() - t0) / 1000 };
+}
+
 describe('a failing rank ends the whole job', () => {
   it('kill -9 of one rank mid-run: mpirun exits non-zero within 30 s naming that rank, and no process of the job is left', async () => {
     const dir = newDir();
-    const sets = settings(dir, ['parallel.hp=2', 'parallel.cp=2', 'train.steps=100000']).flatMap((s) => ['--set', s]);
-    const child = spawn(findMpirun(), [...localMpirunArgs(4), process.execPath, CLI, 'train', ...sets], { env: mpirunEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    // Mid-run: after the third step has been logged.
-    const deadline = Date.now() + 120_000;
-    while (!/step 3 \|/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    assert.match(stderr, /step 3 \|/, 'the job trained before the kill');
+    const job = await startLongJob(dir);
     const victim = rankPid(dir, 2);
     assert.ok(victim !== undefined, 'found the process of rank 2');
-    const killedAt = Date.now();
     process.kill(victim, 'SIGKILL');
-    const limit = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    const code = await exited;
-    clearTimeout(limit);
-    const seconds = (Date.now() - killedAt) / 1000;
+    const { code, seconds } = await ended(job);
+    const stderr = job.stderr();
     assert.notEqual(code, 0);
     assert.ok(seconds < 30, `mpirun took ${seconds.toFixed(1)} s to end the job`);
     assert.match(stderr, /rank 2 .*(signal 9|Killed)|(signal 9|Killed).*rank 2/s, `mpirun names the killed rank:\n${stderr.slice(-2000)}`);
@@ -184,18 +188,11 @@ describe('a failing rank ends the whole job', () => {
 describe('stopping an mpi job', () => {
   it('SIGTERM to mpirun: every rank stops after its current step, rank 0 saves a checkpoint, and --resume continues from it', async () => {
     const dir = newDir();
-    const sets = settings(dir, ['parallel.hp=2', 'parallel.cp=2', 'train.steps=100000']).flatMap((s) => ['--set', s]);
     // The default gives the ranks 1 s between mpirun's SIGCONT and its SIGTERM, and 1 s more to SIGKILL (docs/comm.md).
-    const child = spawn(findMpirun(), [...localMpirunArgs(4), process.execPath, CLI, 'train', ...sets], { env: mpirunEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    const deadline = Date.now() + 120_000;
-    while (!/step 3 \|/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    child.kill('SIGTERM');
-    const limit = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    await exited;
-    clearTimeout(limit);
+    const job = await startLongJob(dir);
+    job.child.kill('SIGTERM');
+    await ended(job);
+    const stderr = job.stderr();
     const m = /checkpoint: step (\d+) saved to (\S+)/.exec(stderr);
     assert.ok(m !== null, `rank 0 saved a checkpoint after the signal:\n${stderr.slice(-3000)}`);
     assert.match(stderr, /SIG(CONT|TERM): stopping after the current step and saving a checkpoint/);

@@ -9,6 +9,7 @@ import { loadDocuments } from '../src/data/sources.js';
 import { loadConfig } from '../src/train/config.js';
 import { checkTestHosts, hostSentBytes, testHostsDown, testHostsRun, testHostsUp } from '../src/train/test-hosts.js';
 import { train } from '../src/train/train.js';
+import { assertClose } from './helpers/assert-close.js';
 
 /*
  * Training over 2 test hosts (network namespaces joined by a bridge, scripts/test-hosts.sh):
@@ -59,14 +60,6 @@ async function hostsTrain(world: number, overrides: readonly string[]): Promise<
 async function threadsLosses(overrides: readonly string[]): Promise<number[]> {
   const dir = join(root, `run-${runs++}`);
   return (await train(loadConfig(undefined, [...settings(dir, overrides), 'train.backend=threads']))).steps.map((s) => s.loss);
-}
-
-function assertClose(actual: readonly number[], expected: readonly number[], rel: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: number of steps`);
-  for (let i = 0; i < expected.length; i++) {
-    const err = Math.abs(actual[i]! - expected[i]!) / Math.abs(expected[i]!);
-    assert.ok(err <= rel, `${what}: step ${i + 1} loss ${actual[i]} vs ${expected[i]} (relative error ${err.toExponential(2)} > ${rel})`);
-  }
 }
 
 function total(rows: readonly Row[], kind: GroupKind): number {

@@ -10,6 +10,7 @@ import { RankFailedError } from '../src/comm/launcher.js';
 import { ConfigError } from '../src/errors.js';
 import { loadConfig } from '../src/train/config.js';
 import { train } from '../src/train/train.js';
+import { assertClose } from './helpers/assert-close.js';
 
 const root = mkdtempSync(join(tmpdir(), 'loongtrain-train-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -28,14 +29,6 @@ function config(overrides: string[] = []) {
 
 async function losses(overrides: string[], opts: Parameters<typeof train>[1] = {}): Promise<number[]> {
   return (await train(config(overrides), opts)).steps.map((s) => s.loss);
-}
-
-function assertClose(actual: number[], expected: number[], rel: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: number of steps`);
-  for (let i = 0; i < expected.length; i++) {
-    const err = Math.abs(actual[i]! - expected[i]!) / Math.abs(expected[i]!);
-    assert.ok(err <= rel, `${what}: step ${i + 1} loss ${actual[i]} vs one rank ${expected[i]} (relative error ${err.toExponential(2)} > ${rel})`);
-  }
 }
 
 describe('training matches one rank on every layout', () => {

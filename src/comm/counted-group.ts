@@ -156,25 +156,22 @@ class CountedGroup implements ProcessGroup {
   }
 
   private blocking(name: string, peer: number, bytes: number, body: () => void): void {
-    if (this.size === 1) {
-      body();
-      return;
-    }
-    const tracer = this.stats.tracer;
-    const start = tracer.enabled ? nowMicros() : 0;
-    const t0 = performance.now();
-    try {
-      body();
-    } finally {
-      this.stats.of(this.kind).waitMs += performance.now() - t0;
-    }
-    if (tracer.enabled) tracer.record(name, 'comm', start, { group: this.kind, peer: this.ranks[peer]!, bytes });
+    this.waited(name, { group: this.kind, peer: this.ranks[peer]!, bytes }, body);
   }
 
   private collective(op: string, v: Volume, body: () => void): void {
+    if (this.waited(op, { group: this.kind, bytes: v.bytesSent }, body)) this.add(v);
+  }
+
+  /**
+   * Run `body`, a call that can block, adding its time to waitMs and recording it as a span
+   * `name` with `args`. Size-1 groups move no message: nothing is counted or traced.
+   * @returns whether it was counted.
+   */
+  private waited(name: string, args: Record<string, string | number>, body: () => void): boolean {
     if (this.size === 1) {
       body();
-      return;
+      return false;
     }
     const tracer = this.stats.tracer;
     const start = tracer.enabled ? nowMicros() : 0;
@@ -184,7 +181,7 @@ class CountedGroup implements ProcessGroup {
     } finally {
       this.stats.of(this.kind).waitMs += performance.now() - t0;
     }
-    this.add(v);
-    if (tracer.enabled) tracer.record(op, 'comm', start, { group: this.kind, bytes: v.bytesSent });
+    if (tracer.enabled) tracer.record(name, 'comm', start, args);
+    return true;
   }
 }

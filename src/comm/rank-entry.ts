@@ -1,4 +1,4 @@
-import { errorInfo, type RankErrorInfo } from './launcher.js';
+import { errorInfo, RankFailedError, type LaunchOptions, type RankErrorInfo } from './launcher.js';
 import type { RankContext } from './rank-context.js';
 import type { TraceEvent, Tracer } from './trace.js';
 
@@ -38,4 +38,44 @@ export function serveRank(rank: number, tracer: Tracer, post: (m: RankMessage) =
       },
       (err: unknown) => post({ type: 'error', error: errorInfo(err) }),
     );
+}
+
+/**
+ * Hand one of rank `rank`'s messages to a launch's callbacks, the same way on every backend: a
+ * report to onReport; a result to `done`, after its trace went to onTrace; an error to `fail`
+ * as RankFailedError. A callback that throws ends the launch with an error naming it.
+ */
+export function deliverRankMessage(
+  opts: Pick<LaunchOptions, 'onReport' | 'onTrace'>,
+  rank: number,
+  m: RankMessage,
+  on: { done: (value: unknown) => void; fail: (error: Error) => void },
+): void {
+  const callback = (what: string, fn: () => void): boolean => {
+    try {
+      fn();
+      return true;
+    } catch (err) {
+      on.fail(new Error(`${what} of rank ${rank}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+      return false;
+    }
+  };
+  if (m.type === 'report') callback('onReport threw on a message', () => opts.onReport?.(rank, m.msg));
+  else if (m.type === 'error') on.fail(new RankFailedError(rank, m.error));
+  else if (m.trace === undefined || callback('onTrace threw on the events', () => opts.onTrace?.(rank, m.trace!))) on.done(m.value);
+}
+
+/** What every launcher hands a rank's thread (the threads backend adds its mesh). */
+export interface RankThreadInit {
+  rank: number;
+  world: number;
+  /** One Int32, non-zero once the launcher was asked to stop (Launcher.requestStop). */
+  stop: SharedArrayBuffer;
+  /** file:// URL of the entry module. */
+  entry: string;
+  args: unknown;
+  timeoutMs: number;
+  arenaBytes: number;
+  /** Enable the rank's tracer (RankContext.tracer). */
+  trace: boolean;
 }

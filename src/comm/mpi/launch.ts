@@ -4,9 +4,8 @@ import { ConfigError } from '../../errors.js';
 import { checkLaunchOptions } from '../launch-options.js';
 import { withStopSignals } from '../stop-signals.js';
 import { RankFailedError, type LaunchOptions, type Launcher, type RankErrorInfo } from '../launcher.js';
-import type { RankMessage } from '../rank-entry.js';
+import { deliverRankMessage, type RankMessage, type RankThreadInit } from '../rank-entry.js';
 import { loadMpi, type Comm, type MpiLibrary, type Request } from './library.js';
-import type { MpiWorkerInit } from './worker.js';
 
 /** Tag of rank messages (reports, results) on the launchers' own communicator. */
 const REPORT_TAG = 1;
@@ -90,7 +89,7 @@ class MpiLauncher implements Launcher {
   private async run(entry: string, opts: LaunchOptions): Promise<unknown[]> {
     const world = opts.world;
     Atomics.store(this.stop, 0, 0);
-    const init: MpiWorkerInit = { rank: this.rank, world, stop: this.stop.buffer as SharedArrayBuffer, entry, args: opts.args, timeoutMs: opts.timeoutMs, arenaBytes: opts.arenaBytes, trace: opts.trace ?? false };
+    const init: RankThreadInit = { rank: this.rank, world, stop: this.stop.buffer as SharedArrayBuffer, entry, args: opts.args, timeoutMs: opts.timeoutMs, arenaBytes: opts.arenaBytes, trace: opts.trace ?? false };
     const results = new Array<unknown>(world);
     const worker = new Worker(WORKER_URL, { workerData: init });
     let remaining = this.coordinator ? world : 1;
@@ -107,28 +106,14 @@ class MpiLauncher implements Launcher {
       };
       const fail = (rank: number, info: RankErrorInfo): void => finish(new RankFailedError(rank, info));
       /** A message of rank `rank`, in the coordinator. */
-      const take = (rank: number, m: RankMessage): void => {
-        if (m.type === 'report') {
-          try {
-            opts.onReport?.(rank, m.msg);
-          } catch (err) {
-            finish(new Error(`onReport threw on a message from rank ${rank}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
-          }
-        } else if (m.type === 'done') {
-          if (m.trace !== undefined) {
-            try {
-              opts.onTrace?.(rank, m.trace);
-            } catch (err) {
-              finish(new Error(`onTrace threw on the events of rank ${rank}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
-              return;
-            }
-          }
-          results[rank] = m.value;
-          if (--remaining === 0) finish(null);
-        } else {
-          fail(rank, m.error);
-        }
-      };
+      const take = (rank: number, m: RankMessage): void =>
+        deliverRankMessage(opts, rank, m, {
+          done: (value) => {
+            results[rank] = value;
+            if (--remaining === 0) finish(null);
+          },
+          fail: finish,
+        });
       const forward = (m: RankMessage): void => {
         const bytes = serialize({ rank: this.rank, message: m } satisfies Envelope);
         // MPI keeps the pointer until the send completes: SharedArrayBuffer memory never moves.

@@ -6,25 +6,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Arena } from '../../tensor/arena.js';
 import { createRankContext } from '../rank-context.js';
-import { serveRank } from '../rank-entry.js';
+import { serveRank, type RankThreadInit } from '../rank-entry.js';
 import { Tracer } from '../trace.js';
 import { MpiGroup } from './group.js';
 import { loadMpi } from './library.js';
 
-/** What the mpi launcher hands its rank thread. */
-export interface MpiWorkerInit {
-  rank: number;
-  world: number;
-  /** One Int32, non-zero once the launcher was asked to stop. */
-  stop: SharedArrayBuffer;
-  entry: string;
-  args: unknown;
-  timeoutMs: number;
-  arenaBytes: number;
-  trace: boolean;
-}
-
-const init = workerData as MpiWorkerInit;
+const init = workerData as RankThreadInit;
 const port = parentPort!;
 const tracer = new Tracer(init.trace, init.rank);
 const stop = new Int32Array(init.stop);

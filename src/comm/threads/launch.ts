@@ -3,7 +3,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { checkLaunchOptions } from '../launch-options.js';
 import { withStopSignals } from '../stop-signals.js';
 import { RankFailedError, type LaunchOptions, type Launcher, type RankErrorInfo } from '../launcher.js';
-import type { RankMessage } from '../rank-entry.js';
+import { deliverRankMessage, type RankMessage } from '../rank-entry.js';
 import type { WorkerInit } from './protocol.js';
 
 /** ports[r][p]: rank r's end of the channel between ranks r and p (null on the diagonal). */
@@ -100,27 +100,14 @@ export class ThreadsLauncher implements Launcher {
         workers.push(worker);
         worker.on('message', (m: RankMessage) => {
           if (settled) return;
-          if (m.type === 'report') {
-            try {
-              opts.onReport?.(rank, m.msg);
-            } catch (err) {
-              finish(new Error(`onReport threw on a message from rank ${rank}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
-            }
-          } else if (m.type === 'done') {
-            if (m.trace !== undefined) {
-              try {
-                opts.onTrace?.(rank, m.trace);
-              } catch (err) {
-                finish(new Error(`onTrace threw on the events of rank ${rank}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
-                return;
-              }
-            }
-            results[rank] = m.value;
-            returned[rank] = true;
-            if (--remaining === 0) finish(null);
-          } else {
-            fail(rank, m.error);
-          }
+          deliverRankMessage(opts, rank, m, {
+            done: (value) => {
+              results[rank] = value;
+              returned[rank] = true;
+              if (--remaining === 0) finish(null);
+            },
+            fail: finish,
+          });
         });
         worker.on('error', (err: Error) => fail(rank, { name: err.name, message: err.message, stack: err.stack ?? err.message }));
         worker.on('messageerror', (err: Error) => failText(rank, `a message from its worker could not be deserialized: ${err.message}`));
