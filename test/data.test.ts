@@ -28,7 +28,7 @@ function throwsConfig(fn: () => unknown, ...fragments: string[]): void {
 }
 
 describe('Brown corpus source', () => {
-  const docs = loadDocuments({ source: 'brown' });
+  const docs = loadDocuments({ source: 'brown' }).documents;
 
   test('one document per corpus file (500), in file-name order', () => {
     assert.equal(docs.length, 500);
@@ -67,11 +67,11 @@ describe('Brown corpus source', () => {
 
 describe('files source', () => {
   test('a .txt file is one document', () => {
-    assert.deepEqual(loadDocuments({ source: 'files', path: fx('single.txt') }), ['The quick brown fox jumps over the lazy dog.\nIt was not amused.\n']);
+    assert.deepEqual(loadDocuments({ source: 'files', path: fx('single.txt') }).documents, ['The quick brown fox jumps over the lazy dog.\nIt was not amused.\n']);
   });
 
   test('a .jsonl file gives one document per non-blank line', () => {
-    assert.deepEqual(loadDocuments({ source: 'files', path: fx('docs.jsonl') }), [
+    assert.deepEqual(loadDocuments({ source: 'files', path: fx('docs.jsonl') }).documents, [
       'First document.',
       'Second document, with "quotes" and a newline\nhere.',
       'Third: café.',
@@ -79,7 +79,7 @@ describe('files source', () => {
   });
 
   test('a folder is read recursively in sorted path order', () => {
-    assert.deepEqual(loadDocuments({ source: 'files', path: fx('folder') }), [
+    assert.deepEqual(loadDocuments({ source: 'files', path: fx('folder') }).documents, [
       'Folder document a.\n',
       'Folder document c.\n',
       'Folder jsonl line one.',
