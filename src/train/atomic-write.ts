@@ -30,7 +30,11 @@ export function writeFileAtomic(path: string, data: Uint8Array | string): void {
   syncDir(dir);
 }
 
-function syncDir(dir: string): void {
+/**
+ * fsync folder `dir`, so that renames and deletions inside it survive a crash; best effort where
+ * directories cannot be opened.
+ */
+export function syncDir(dir: string): void {
   let fd: number | undefined;
   try {
     fd = openSync(dir, 'r');
