@@ -24,3 +24,14 @@ export class ArenaExhaustedError extends Error {
     this.name = 'ArenaExhaustedError';
   }
 }
+
+/**
+ * Error raised when training stops because its loss or gradient norm stopped being finite for
+ * more steps than train.maxNonFiniteSteps allows; names the step and what went non-finite.
+ */
+export class TrainingDivergedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TrainingDivergedError';
+  }
+}

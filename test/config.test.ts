@@ -44,10 +44,14 @@ describe('defaults and files', () => {
     assert.deepEqual(cfg.data, { source: 'brown', tokenizer: 'byte' });
     assert.deepEqual(cfg.parallel, { dp: 1, hp: 1, cp: 1, innerRingSize: 1, placement: 'head-first' });
     assert.deepEqual(cfg.optim, { lr: 3e-3, minLr: 3e-4, warmupSteps: 10, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1, zeroStage: 0, zeroShardGroup: 'world' });
-    assert.deepEqual(cfg.train, { steps: 100, seqLen: 256, batchSize: 1, seed: 1234, arenaMiB: 512, commTimeoutMs: 60000, kernels: 'auto', backend: 'auto', causal: true });
+    assert.deepEqual(cfg.train, { steps: 100, seqLen: 256, batchSize: 1, seed: 1234, arenaMiB: 512, commTimeoutMs: 60000, kernels: 'auto', backend: 'auto', causal: true, maxNonFiniteSteps: 0 });
     assert.deepEqual(cfg.checkpoint, { policy: 'none', fraction: 1 });
-    assert.deepEqual(cfg.save, { dir: 'runs/checkpoints', every: 0, keep: 2 });
-    assert.deepEqual(cfg.log, { dir: 'runs', every: 1, progress: 'auto', trace: false });
+    // One folder per run: checkpoints, metrics and the effective config together.
+    assert.deepEqual(cfg.run, { dir: 'runs/default' });
+    assert.deepEqual(cfg.save, { dir: join('runs/default', 'checkpoints'), every: 0, keep: 2 });
+    assert.deepEqual(cfg.log, { dir: 'runs/default', progress: 'auto', trace: false });
+    const apart = loadConfig(undefined, ['run.dir=runs/a', 'save.dir=/ck']);
+    assert.deepEqual([apart.save.dir, apart.log.dir], ['/ck', 'runs/a'], 'save.dir and log.dir set a folder apart');
   });
 
   test('vocabSize comes from the tokenizer unless given', () => {
@@ -118,7 +122,7 @@ describe('validation errors', () => {
   });
 
   test('unknown section lists the sections', () => {
-    configError(() => parseConfig({ modle: {} }), 'unknown section [modle]', 'did you mean model?', 'model, data, parallel, optim, train, checkpoint, save, log');
+    configError(() => parseConfig({ modle: {} }), 'unknown section [modle]', 'did you mean model?', 'model, data, parallel, optim, train, checkpoint, run, save, log');
   });
 
   test('wrong types and ranges name the key, the value and what is allowed', () => {
@@ -150,13 +154,14 @@ describe('validation errors', () => {
   test('cross-field rules', () => {
     configError(() => parseConfig({ data: { source: 'files' } }), 'data.path is required when data.source = "files"');
     configError(() => parseConfig({ optim: { lr: 1e-3, minLr: 2e-3 } }), 'optim.minLr = 0.002', 'optim.lr = 0.001');
-    configError(() => parseConfig({ train: { steps: 5 } }), 'optim.warmupSteps = 10', 'train.steps = 5');
+    // A warmup longer than the run is not an error: the run warms up over all of it (train() says so).
+    assert.equal(parseConfig({ train: { steps: 5 } }).optim.warmupSteps, 10);
     configError(() => parseConfig({ model: { vocabSize: 100 } }), 'model.vocabSize = 100', '257');
     configError(() => parseConfig({ model: { dim: 60, heads: 4 } }), 'headDim', '15');
     configError(() => parseConfig({ parallel: { cp: 4, innerRingSize: 3 } }), 'parallel.innerRingSize = 3', '1, 2, 4');
     configError(() => parseConfig({ parallel: { hp: 4 }, model: { heads: 4, kvHeads: 2 }, train: { seqLen: 100 } }), 'train.seqLen = 100', '2·sp = 8');
-    configError(() => parseConfig({ parallel: { hp: 3 } }), 'parallel.hp = 3', 'valid hp values');
-    const msg = configError(() => parseConfig({ optim: { lr: 1e-3, minLr: 2e-3 }, train: { steps: 5 } }), '2 problems');
-    assert.ok(msg.includes('minLr') && msg.includes('warmupSteps'));
+    configError(() => parseConfig({ parallel: { hp: 3 } }), 'parallel.hp = 3', 'nearest valid hp');
+    const msg = configError(() => parseConfig({ optim: { lr: 1e-3, minLr: 2e-3 }, model: { vocabSize: 100 } }), '2 problems');
+    assert.ok(msg.includes('minLr') && msg.includes('vocabSize'));
   });
 });

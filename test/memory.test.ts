@@ -151,7 +151,7 @@ describe('predictPeakBytes', () => {
     assert.throws(() => predictPeakBytes(DEMO, 0, layout, { policy: 'none', fraction: 1 }), configError(/train\.seqLen = 0 is invalid/));
     assert.throws(() => predictPeakBytes(DEMO, 64, { hp: 1, cp: 4, innerRingSize: 3 }, { policy: 'none', fraction: 1 }), configError(/parallel\.innerRingSize = 3 does not divide parallel\.cp = 4/));
     // DEMO: heads 4, kvHeads 2; hp = 3 divides neither, hp = 8 exceeds the heads.
-    assert.throws(() => predictPeakBytes(DEMO, 96, { hp: 3, cp: 1, innerRingSize: 1 }, { policy: 'none', fraction: 1 }), configError(/parallel\.hp = 3 does not fit model\.heads = 4 and model\.kvHeads = 2.*valid hp values: 1, 2, 4/));
+    assert.throws(() => predictPeakBytes(DEMO, 96, { hp: 3, cp: 1, innerRingSize: 1 }, { policy: 'none', fraction: 1 }), configError(/parallel\.hp = 3 does not fit model\.heads = 4, model\.kvHeads = 2: hp must divide heads; the nearest valid hp values are 2 and 4/));
     assert.throws(() => predictPeakBytes(DEMO, 64, { hp: 8, cp: 1, innerRingSize: 1 }, { policy: 'none', fraction: 1 }), configError(/parallel\.hp = 8 does not fit/));
     assert.throws(() => predictPeakBytes(DEMO, 64, layout, { policy: 'half' as CheckpointPolicy, fraction: 1 }), ConfigError);
     assert.throws(() => predictPeakBytes(DEMO, 64, layout, { policy: 'full', fraction: 0 }), /checkpoint\.fraction = 0/);

@@ -27,7 +27,7 @@ let runs = 0;
 const text = join(root, 'brown.txt');
 before(() => {
   findMpirun();
-  writeFileSync(text, loadDocuments({ source: 'brown' }).join('\n\n').slice(0, 200_000));
+  writeFileSync(text, loadDocuments({ source: 'brown' }).documents.join('\n\n').slice(0, 200_000));
 });
 
 /** A small model whose 10 steps take seconds on 8 ranks; every run gets its own folder. */

@@ -25,7 +25,7 @@ let runs = 0;
 
 before(() => {
   checkTestHosts();
-  writeFileSync(text, loadDocuments({ source: 'brown' }).join('\n\n').slice(0, 200_000));
+  writeFileSync(text, loadDocuments({ source: 'brown' }).documents.join('\n\n').slice(0, 200_000));
   testHostsUp(2, { slots: 4, rate: '1gbit' });
 });
 after(() => {

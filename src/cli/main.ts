@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { RankFailedError } from '../comm/launcher.js';
 import { ConfigError } from '../errors.js';
-import { loadConfig } from '../train/config.js';
+import { loadConfig, suggest } from '../train/config.js';
 import { benchLayouts, DEFAULT_LAYOUTS, formatBenchTable } from '../train/bench.js';
 import { benchAttention, DEFAULT_ATTENTION_OPTIONS, formatAttentionTable } from '../train/bench-attention.js';
 import { benchCluster, CLUSTER_BENCH_MODEL, DEFAULT_CLUSTER_BENCH, formatClusterTable } from '../train/bench-cluster.js';
@@ -22,23 +22,35 @@ program
   .addOption(new Option('-r, --resume [dir]', 'resume from the newest checkpoint in save.dir, or from the given checkpoint folder'))
   .option('--overwrite', 'on a fresh run, delete the checkpoints already in save.dir instead of refusing to start')
   .option('--stop-at <step>', 'stop after this step and write a checkpoint (resume later with --resume)', positiveInt('--stop-at'))
-  .action(async (opts: { config?: string; set: string[]; resume?: string | true; stopAt?: number; overwrite?: boolean }) => {
+  .option('--rollback', 'with --resume from an older checkpoint: move the newer checkpoints of save.dir aside (into save.dir/rolled-back-…) instead of refusing')
+  .action(async (opts: { config?: string; set: string[]; resume?: string | true; stopAt?: number; overwrite?: boolean; rollback?: boolean }) => {
     if (opts.resume !== undefined && opts.overwrite === true) {
       throw new ConfigError('--overwrite deletes the checkpoints of an earlier run before a fresh one; with --resume it would delete the checkpoint being resumed: use one of them');
     }
+    if (opts.rollback === true && opts.resume === undefined) throw new ConfigError('--rollback applies to --resume from an older checkpoint; add --resume DIR');
     const cfg = loadConfig(opts.config, opts.set);
     const resume = opts.resume === true ? cfg.save.dir : opts.resume;
-    const result = await train(cfg, { overwrite: opts.overwrite ?? false, ...(resume !== undefined ? { resume } : {}), ...(opts.stopAt !== undefined ? { stopAt: opts.stopAt } : {}) });
+    // On --resume, the schedule keys not set here come from the checkpoint.
+    const explicitKeys = new Set(opts.set.map((o) => o.slice(0, Math.max(0, o.indexOf('='))).trim()));
+    const result = await train(cfg, {
+      overwrite: opts.overwrite ?? false,
+      rollback: opts.rollback ?? false,
+      explicitKeys,
+      ...(resume !== undefined ? { resume } : {}),
+      ...(opts.stopAt !== undefined ? { stopAt: opts.stopAt } : {}),
+    });
+    // 128 + the signal's number, as a shell reports a process ended by it.
+    const stopCode = result.stopSignal === 'SIGTERM' ? 143 : 130;
     const first = result.steps[0];
     const last = result.steps[result.steps.length - 1];
     if (!result.coordinator) {
-      if (result.interrupted) process.exitCode = 130;
+      if (result.interrupted) process.exitCode = stopCode;
     } else if (result.interrupted) {
       process.stderr.write(
         `interrupted after step ${last?.step ?? '(none)'}` +
           (result.checkpoint !== undefined ? `; checkpoint ${result.checkpoint}; continue with: npx loongtrain train ${process.argv.slice(3).filter((a) => a !== '--overwrite').join(' ')} --resume\n` : '\n'),
       );
-      process.exitCode = 130;
+      process.exitCode = stopCode;
     } else if (first !== undefined && last !== undefined) {
       process.stderr.write(
         `done: steps ${first.step}–${last.step}, loss ${first.loss.toFixed(4)} → ${last.loss.toFixed(4)} in ${result.wallSeconds.toFixed(1)} s` +
@@ -90,7 +102,13 @@ function positiveInt(flag: string): (v: string) => number {
 }
 
 /** Failures a user fixes through the config: their message says what to change, so no stack trace. */
-const USER_FIXABLE = new Set(['ArenaExhaustedError', 'CommTimeoutError', 'ConfigError', 'SafetensorsError']);
+const USER_FIXABLE = new Set(['ArenaExhaustedError', 'CheckpointWriteError', 'CommTimeoutError', 'ConfigError', 'MetricsWriteError', 'NonFiniteTensorError', 'SafetensorsError', 'TrainingDivergedError']);
+
+/** The first error along `e`'s cause chain that a user fixes (a callback's error arrives wrapped). */
+function userFixable(e: unknown): Error | undefined {
+  for (let x = e; x instanceof Error; x = x.cause) if (USER_FIXABLE.has(x.name) && !(x instanceof RankFailedError)) return x;
+  return undefined;
+}
 
 program
   .command('bench')
@@ -108,7 +126,9 @@ program
   .option('--rates <list>', `cluster: link rates between the 2 test hosts, comma-separated tc rates or "unshaped" (default ${DEFAULT_CLUSTER_BENCH.rates.join(',')})`, (v: string) => v.split(',').map((x) => x.trim()).filter((x) => x !== ''))
   .option('--ranks-per-host <list>', `cluster: ranks on each of the 2 hosts, comma-separated (default ${DEFAULT_CLUSTER_BENCH.ranksPerHost.join(',')})`, (v: string) => v.split(',').map(Number))
   .action(async (suite: string, opts: BenchFlags) => {
-    if (!Object.hasOwn(SUITE_FLAGS, suite)) throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown: use ${Object.keys(SUITE_FLAGS).map((n) => `"${n}"`).join(', ')}`);
+    if (!Object.hasOwn(SUITE_FLAGS, suite)) {
+      throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown${suggest(suite, Object.keys(SUITE_FLAGS))}: use ${Object.keys(SUITE_FLAGS).map((n) => `"${n}"`).join(', ')}`);
+    }
     const reads: ReadonlyArray<keyof BenchFlags> = SUITE_FLAGS[suite as Suite];
     const stray = (Object.keys(FLAG_NAMES) as Array<keyof BenchFlags>)
       .filter((key) => !reads.includes(key) && (key === 'set' ? opts.set.length > 0 : opts[key] !== undefined))
@@ -184,6 +204,9 @@ try {
   if (e instanceof ConfigError) {
     process.stderr.write(`loongtrain: ${e.message}\n`);
     process.exitCode = 2;
+  } else if (!(e instanceof RankFailedError) && userFixable(e) !== undefined) {
+    process.stderr.write(`loongtrain: ${userFixable(e)!.message}\n`);
+    process.exitCode = 1;
   } else if (e instanceof RankFailedError) {
     const cause = e.cause instanceof Error ? e.cause : undefined;
     const hint = cause?.name === 'CommTimeoutError' ? '\n  (if the job is only slow, not stuck, raise train.commTimeoutMs)' : '';

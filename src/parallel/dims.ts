@@ -160,9 +160,16 @@ export function validateLayout(dims: ParallelDims, shape: LayoutShape): void {
   }
   const validHp = validHpValues(heads, kvHeads);
   if (!validHp.includes(hp)) {
+    // Name the condition that failed, and the valid hp values nearest to the one asked for.
+    const why =
+      heads % hp !== 0
+        ? 'hp must divide heads'
+        : hp < kvHeads
+          ? 'with hp < kvHeads, hp must divide kvHeads (each rank takes whole KV heads)'
+          : 'with hp > kvHeads, hp must be a multiple of kvHeads (each KV head is replicated hp / kvHeads times)';
+    const nearest = [...validHp].sort((a, b) => Math.abs(a - hp) - Math.abs(b - hp) || a - b).slice(0, 2).sort((a, b) => a - b);
     throw new ConfigError(
-      `parallel.hp = ${hp} does not fit model.heads = ${heads} and model.kvHeads = ${kvHeads}: hp must divide heads, and divide kvHeads ` +
-        `(or be a multiple of it when hp > kvHeads); valid hp values: ${validHp.join(', ')}`,
+      `parallel.hp = ${hp} does not fit model.heads = ${heads}, model.kvHeads = ${kvHeads}: ${why}; the nearest valid hp ${nearest.length === 1 ? 'is' : 'values are'} ${nearest.join(' and ')}`,
     );
   }
   checkSeqLen(dims, seqLen);

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
 import { z } from 'zod';
 import { BACKEND_CHOICES } from '../comm/backends.js';
@@ -42,6 +43,10 @@ const dataSchema = z.strictObject({
   source: z.enum(DATA_SOURCES as ['brown', 'files']).default('brown'),
   path: z.string().min(1).optional(),
   tokenizer: z.enum(TOKENIZER_NAMES as ['byte', 'gpt2']).default('byte'),
+  // Optional, not defaulted here: data/sources.ts applies the defaults (1024 MiB, "error"), so
+  // a config that leaves them out prints and compares as before.
+  maxFileMiB: int(1).optional(),
+  invalidText: z.enum(['error', 'skip']).optional(),
 });
 
 const parallelSchema = z.strictObject({
@@ -82,6 +87,8 @@ const trainSchema = z.strictObject({
   // Where ranks run (comm/backends.ts): "auto" takes mpi under mpirun or srun, else threads.
   backend: z.enum(BACKEND_CHOICES as ['auto', 'threads', 'mpi']).default('auto'),
   causal: z.boolean().default(true),
+  // Steps whose loss or gradient norm is not finite that are skipped (no update) before the run stops.
+  maxNonFiniteSteps: int(0).default(0),
 });
 
 // Activation checkpointing (docs/memory.md): the first ⌈fraction · layers⌉ layers use the policy.
@@ -90,15 +97,23 @@ const checkpointSchema = z.strictObject({
   fraction: z.number().gt(0).max(1).default(1),
 });
 
+// One folder per run: checkpoints, metrics and the effective config, unless save.dir or log.dir set them apart.
+const runSchema = z.strictObject({
+  dir: z.string().min(1).default('runs/default'),
+});
+
 const saveSchema = z.strictObject({
-  dir: z.string().min(1).default('runs/checkpoints'),
+  // Default: <run.dir>/checkpoints.
+  dir: z.string().min(1).optional(),
   every: int(0).default(0),
   keep: int(1).default(2),
 });
 
 const logSchema = z.strictObject({
-  dir: z.string().min(1).default('runs'),
-  every: int(1).default(1),
+  // Default: run.dir.
+  dir: z.string().min(1).optional(),
+  // Plain lines every this many steps; default: every step on a terminal, about 100 lines per run otherwise.
+  every: int(1).optional(),
   progress: z.enum(PROGRESS_MODES).default('auto'),
   peakGflopsPerRank: positive().optional(),
   // A Chrome trace of every rank's communication spans (docs/comm.md, Tracing) in <dir>/trace.json.
@@ -112,6 +127,7 @@ const SECTIONS = {
   optim: optimSchema,
   train: trainSchema,
   checkpoint: checkpointSchema,
+  run: runSchema,
   save: saveSchema,
   log: logSchema,
 };
@@ -124,6 +140,7 @@ const configSchema = z.strictObject({
   optim: optimSchema.prefault({}),
   train: trainSchema.prefault({}),
   checkpoint: checkpointSchema.prefault({}),
+  run: runSchema.prefault({}),
   save: saveSchema.prefault({}),
   log: logSchema.prefault({}),
 });
@@ -134,9 +151,11 @@ type ParsedConfig = z.infer<typeof configSchema>;
  * The validated configuration: `model.vocabSize` is resolved (the tokenizer's when not given) and
  * `parallel` holds every size (dp, hp, cp, innerRingSize) after preset and sp are applied.
  */
-export type Config = Omit<ParsedConfig, 'model' | 'parallel'> & {
+export type Config = Omit<ParsedConfig, 'model' | 'parallel' | 'save' | 'log'> & {
   model: ParsedConfig['model'] & { vocabSize: number };
   parallel: ResolvedLayout & { preset?: Preset };
+  save: ParsedConfig['save'] & { dir: string };
+  log: ParsedConfig['log'] & { dir: string };
 };
 
 /** Environment variable that sets train.kernels over the config file (a --set still wins). */
@@ -212,7 +231,7 @@ function isTable(v: unknown): v is Record<string, unknown> {
  * Validate a raw config object (as parsed from TOML) and fill in defaults.
  * Checks each key's type and range, unknown sections and keys (listing the allowed ones), and
  * the cross-field rules that need no model or data: data.path given for source "files",
- * minLr ≤ lr, warmupSteps ≤ steps, vocabSize ≥ the tokenizer's, heads divisible into an even
+ * minLr ≤ lr, vocabSize ≥ the tokenizer's, heads divisible into an even
  * headDim, and the parallel layout (innerRingSize | cp, hp vs heads/kvHeads, seqLen a multiple
  * of 2·sp: parallel/dims.ts validateLayout).
  * @throws ConfigError listing every problem found, each naming the key, the value and what is allowed.
@@ -226,6 +245,18 @@ export function parseConfig(raw: unknown, origin = 'config'): Config {
   return config;
 }
 
+/**
+ * Check a config object made in code (not by loadConfig) as a file is checked: unknown sections
+ * and keys, types and ranges.
+ * @throws ConfigError listing every problem, each naming the key.
+ */
+export function checkConfigObject(cfg: unknown): void {
+  const parsed = configSchema.safeParse(cfg);
+  if (parsed.success) return;
+  const problems = parsed.error.issues.flatMap((i) => describeIssue(i, cfg));
+  throw new ConfigError(`config object: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+}
+
 /** Apply the derived values (vocabSize, the parallel sizes) and collect every cross-field problem. */
 function resolveConfig(cfg: ParsedConfig): { config?: Config; problems: string[] } {
   const out: string[] = [];
@@ -234,9 +265,6 @@ function resolveConfig(cfg: ParsedConfig): { config?: Config; problems: string[]
     out.push('data.path is required when data.source = "files": give a .txt file, a .jsonl file or a folder of them');
   }
   if (optim.minLr > optim.lr) out.push(`optim.minLr = ${optim.minLr} is larger than optim.lr = ${optim.lr}; it must be ≤ lr`);
-  if (optim.warmupSteps > train.steps) {
-    out.push(`optim.warmupSteps = ${optim.warmupSteps} is larger than train.steps = ${train.steps}; it must be ≤ steps (e.g. --set optim.warmupSteps=${Math.max(0, Math.floor(train.steps / 10))})`);
-  }
   if (data.source === 'brown' && data.path !== undefined) {
     out.push(`data.path = ${JSON.stringify(data.path)} is set but data.source = "brown" ignores it; set data.source = "files" to train on it, or remove data.path`);
   }
@@ -258,7 +286,9 @@ function resolveConfig(cfg: ParsedConfig): { config?: Config; problems: string[]
   const parallel = collect(() => resolveLayout(cfg.parallel));
   if (parallel !== undefined) collect(() => validateLayout(new ParallelDims(parallel), { heads: model.heads, kvHeads: model.kvHeads, seqLen: train.seqLen }));
   if (out.length > 0 || parallel === undefined) return { problems: out };
-  return { config: { ...cfg, model, parallel: cfg.parallel.preset === undefined ? parallel : { ...parallel, preset: cfg.parallel.preset } }, problems: [] };
+  const save = { ...cfg.save, dir: cfg.save.dir ?? join(cfg.run.dir, 'checkpoints') };
+  const log = { ...cfg.log, dir: cfg.log.dir ?? cfg.run.dir };
+  return { config: { ...cfg, model, save, log, parallel: cfg.parallel.preset === undefined ? parallel : { ...parallel, preset: cfg.parallel.preset } }, problems: [] };
 }
 
 type Issue = z.core.$ZodIssue;
@@ -334,7 +364,7 @@ function show(v: unknown): string {
 }
 
 /** " (did you mean x?)" for the allowed name nearest to `name`, if it is close (edit distance ≤ 2 or case only). */
-function suggest(name: string, allowed: string[]): string {
+export function suggest(name: string, allowed: string[]): string {
   let best = '';
   let bestDist = Infinity;
   for (const a of allowed) {

@@ -1,38 +1,43 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
+import { MetricsFile } from './metrics-file.js';
 import type { StepMetrics } from './metrics.js';
 
 export type ProgressMode = 'auto' | 'bar' | 'plain' | 'none';
 
 /**
  * Shows training progress and records metrics: a progress bar on a terminal (`bar`), one plain
- * line per logged step otherwise (`plain`), or nothing (`none`); `auto` picks `bar` when stderr
- * is a terminal. Every step is appended to `<log.dir>/metrics.jsonl` as one JSON object.
+ * line per logged step otherwise (`plain`), or no step lines (`none`; the run's own lines — its
+ * first line, checkpoints, warnings — still show); `auto` picks `bar` when stderr is a terminal.
+ * Every step is appended to `<log.dir>/metrics.jsonl` (src/train/metrics-file.ts).
  */
 export class TrainLogger {
   private readonly bar: cliProgress.SingleBar | undefined;
   private readonly mode: Exclude<ProgressMode, 'auto'>;
-  readonly metricsPath: string;
+  private readonly metrics: MetricsFile;
+  private readonly every: number;
 
   /**
+   * @param every plain lines every this many steps (log.every); undefined: every step on a
+   *   terminal, about 100 lines over the run otherwise (a log file, a CI job).
    * @param resumed continue an existing metrics file: rows after `firstStep` (steps run after the
    *   checkpoint the run resumes from, e.g. before a crash) are dropped so each step appears once.
+   * @throws MetricsWriteError when the metrics file cannot be written.
    */
   constructor(
     logDir: string,
     mode: ProgressMode,
-    private readonly every: number,
+    every: number | undefined,
     firstStep: number,
     lastStep: number,
     resumed: boolean,
     private readonly out: (line: string) => void = (line) => process.stderr.write(line + '\n'),
   ) {
     this.mode = mode === 'auto' ? (process.stderr.isTTY ? 'bar' : 'plain') : mode;
+    this.every = every ?? (process.stderr.isTTY ? 1 : Math.max(1, Math.floor((lastStep - firstStep) / 100)));
     mkdirSync(logDir, { recursive: true });
-    this.metricsPath = join(logDir, 'metrics.jsonl');
-    if (!resumed) writeFileSync(this.metricsPath, '');
-    else keepStepsUpTo(this.metricsPath, firstStep);
+    this.metrics = new MetricsFile(join(logDir, 'metrics.jsonl'), resumed ? firstStep : undefined, (line) => this.info(line));
     if (this.mode === 'bar') {
       this.bar = new cliProgress.SingleBar(
         { format: 'step {value}/{total} [{bar}] loss {loss} | lr {lr} | {tps} tok/s | TGS {tgs} | MFU {mfu} | eta {eta_formatted}', hideCursor: true, stream: process.stderr },
@@ -45,7 +50,6 @@ export class TrainLogger {
 
   /** Print a line (above the bar when one is shown). */
   info(line: string): void {
-    if (this.mode === 'none') return;
     if (this.barShown) this.bar!.stop();
     this.out(line);
     if (this.barShown) this.bar!.start(this.barTotal, this.barValue, this.lastPayload);
@@ -57,8 +61,9 @@ export class TrainLogger {
   private barValue = 0;
   private lastPayload: Record<string, string> = {};
 
-  step(m: StepMetrics): void {
-    appendFileSync(this.metricsPath, JSON.stringify(m) + '\n');
+  /** Record a step, and show it as the mode says. @throws MetricsWriteError when the row cannot be appended. */
+  step(m: StepMetrics, last: boolean): void {
+    this.metrics.append(m);
     const payload = {
       loss: m.loss.toFixed(4),
       lr: m.lr.toExponential(2),
@@ -72,12 +77,13 @@ export class TrainLogger {
       if (this.barShown) this.bar.update(m.step, payload);
       else this.bar.start(this.barTotal, m.step, payload);
       this.barShown = true;
-    } else if (this.mode === 'plain' && (m.step % this.every === 0 || m.step === 1)) {
+    } else if (this.mode === 'plain' && (m.step % this.every === 0 || m.step === 1 || last || m.skipped)) {
       const peakMiB = Math.max(...m.peakBytes) / 2 ** 20;
       const catMiB = (c: 'saved' | 'activations'): string => (Math.max(...m.peakBytesByCategory[c]) / 2 ** 20).toFixed(1);
       const wait = Math.max(...m.commWaitMs);
+      const skipped = m.skipped ? ' | skipped (not finite: no update)' : '';
       this.out(
-        `step ${m.step} | loss ${payload.loss} | lr ${payload.lr} | grad norm ${m.gradNorm.toFixed(3)} | ${m.stepMs.toFixed(0)} ms | ` +
+        `step ${m.step}${skipped} | loss ${payload.loss} | lr ${payload.lr} | grad norm ${m.gradNorm.toFixed(3)} | ${m.stepMs.toFixed(0)} ms | ` +
           `${payload.tps} tok/s | TGS ${payload.tgs} | MFU ${payload.mfu} | peak ${peakMiB.toFixed(1)} MiB/rank (saved ${catMiB('saved')}, activations ${catMiB('activations')}) | comm wait ${wait.toFixed(0)} ms`,
       );
     }
@@ -85,13 +91,6 @@ export class TrainLogger {
 
   close(): void {
     this.bar?.stop();
+    this.metrics.close();
   }
-}
-
-function keepStepsUpTo(path: string, lastStep: number): void {
-  if (!existsSync(path)) return;
-  const kept = readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((line) => line.trim() !== '' && (JSON.parse(line) as { step: number }).step <= lastStep);
-  writeFileSync(path, kept.map((l) => l + '\n').join(''));
 }

@@ -32,6 +32,8 @@ export interface StepMetrics {
   lr: number;
   /** Global gradient norm before clipping. */
   gradNorm: number;
+  /** The loss or the gradient norm was not finite, so the step made no update (train.maxNonFiniteSteps). */
+  skipped: boolean;
   /** Wall time of the step on the slowest rank, ms. */
   stepMs: number;
   /** Tokens of the global batch per second. */
@@ -61,6 +63,7 @@ export interface RankStepReport {
   loss: number;
   lr: number;
   gradNorm: number;
+  skipped: boolean;
   stepMs: number;
   peakBytes: number;
   peakBytesByCategory: Record<MemoryCategory, number>;
@@ -84,6 +87,7 @@ export function combineStep(reports: RankStepReport[], tokensPerStep: number, mo
     loss: first.loss,
     lr: first.lr,
     gradNorm: first.gradNorm,
+    skipped: first.skipped,
     stepMs,
     tokensPerSec: tokensPerStep / seconds,
     tgs: tokensPerStep / world / seconds,

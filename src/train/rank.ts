@@ -16,7 +16,9 @@ import { ParallelDims } from '../parallel/dims.js';
 import { buildRankGroups, type ZeroShardGroup } from '../parallel/rank-groups.js';
 import { loadCheckpoint, readTrainerState, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import type { Config } from './config.js';
+import { TrainingDivergedError } from '../errors.js';
 import type { RankStepReport } from './metrics.js';
+import { scheduleOf } from './resume-schedule.js';
 
 /** What the launcher hands every rank (structured-cloneable; `stream` lives in a SharedArrayBuffer). */
 export interface RankTrainArgs {
@@ -139,15 +141,29 @@ export function forwardBackward(
  * One training step of this rank on the global batch `batch`: forward/backward, gradients
  * summed over every token shard (ZeRO: reduce-scattered over the shard group as each unit's
  * backward ends), clipping by the global norm (each parameter counted once), and the AdamW step
- * with learning rate `lr` on this rank's shard (skipped when the norm is not finite).
- * Returns the global mean loss and the norm before clipping, identical on every rank.
+ * with learning rate `lr` on this rank's shard — skipped when the loss or the norm is not finite,
+ * so the parameters and optimizer state stay as they were.
+ * Returns the global mean loss, the norm before clipping and whether the update was skipped,
+ * identical on every rank.
  */
-export function trainStep(setup: RankSetup, rank: number, batch: readonly Sequence[], lr: number, maxNorm: number): { loss: number; gradNorm: number } {
+export function trainStep(setup: RankSetup, rank: number, batch: readonly Sequence[], lr: number, maxNorm: number): { loss: number; gradNorm: number; skipped: boolean } {
   const { model, dims, world, zero } = setup;
   const loss = forwardBackward(model, dims, rank, world, batch, () => zero.reduceGradients());
   const gradNorm = zero.clip(maxNorm);
-  if (Number.isFinite(gradNorm)) zero.update(lr);
-  return { loss, gradNorm };
+  const skipped = !Number.isFinite(loss) || !Number.isFinite(gradNorm);
+  if (!skipped) zero.update(lr);
+  return { loss, gradNorm, skipped };
+}
+
+/**
+ * The error that stops a run after its `count`-th non-finite step, naming the step and what went non-finite.
+ */
+function divergence(step: number, loss: number, gradNorm: number, count: number, allowed: number): TrainingDivergedError {
+  const what = [!Number.isFinite(loss) ? `the loss is ${loss}` : '', !Number.isFinite(gradNorm) ? `the gradient norm is ${gradNorm}` : ''].filter((x) => x !== '').join(' and ');
+  return new TrainingDivergedError(
+    `step ${step}: ${what}; stopped after ${count} such step${count === 1 ? '' : 's'} (train.maxNonFiniteSteps = ${allowed} may be skipped). ` +
+      'Nothing was saved for it: the last checkpoint holds finite weights. Lower optim.lr, raise optim.warmupSteps or optim.gradClip, or allow skips with train.maxNonFiniteSteps',
+  );
 }
 
 /**
@@ -160,7 +176,9 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
   const cfg = args.config;
   const setup = buildRank(ctx, cfg);
   const { dims, world, model, zero } = setup;
-  const schedule = new WarmupCosineSchedule({ maxLr: cfg.optim.lr, minLr: cfg.optim.minLr, warmupSteps: cfg.optim.warmupSteps, totalSteps: cfg.train.steps });
+  // A run shorter than its warmup warms up over all of it (train() says so in the log).
+  const warmupSteps = Math.min(cfg.optim.warmupSteps, cfg.train.steps);
+  const schedule = new WarmupCosineSchedule({ maxLr: cfg.optim.lr, minLr: cfg.optim.minLr, warmupSteps, totalSteps: cfg.train.steps });
   const sampler = new SequenceSampler(args.stream, cfg.train.seqLen, cfg.train.seed);
   const { batchSize } = cfg.train;
   const maxNorm = cfg.optim.gradClip > 0 ? cfg.optim.gradClip : Infinity;
@@ -174,6 +192,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
 
   const losses: number[] = [];
   let checkpoint: string | undefined;
+  let nonFinite = 0;
   for (let step = startStep + 1; step <= args.stopAt; step++) {
     const t0 = performance.now();
     ctx.arena.resetPeak();
@@ -183,8 +202,9 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       for (let b = 0; b < batchSize; b++) batch.push(sampler.globalSequence(sequencePosition(step - 1, dims.dp, batchSize, d, b)));
     }
     const lr = schedule.lr(step);
-    const { loss, gradNorm } = trainStep(setup, ctx.rank, batch, lr, maxNorm);
+    const { loss, gradNorm, skipped } = trainStep(setup, ctx.rank, batch, lr, maxNorm);
     losses.push(loss);
+    if (skipped) nonFinite++;
     // Timed before any checkpoint so that saving does not show up as a slow step.
     const stats = ctx.arena.stats();
     const report: RankStepReport = {
@@ -193,12 +213,15 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       loss,
       lr,
       gradNorm,
+      skipped,
       stepMs: performance.now() - t0,
       peakBytes: stats.peakBytes,
       peakBytesByCategory: stats.peakByCategory,
       ...stepTraffic(before, ctx.counters()),
     };
     ctx.report(report);
+    // Loss and norm are global, so every rank stops at the same step, before any save.
+    if (nonFinite > cfg.train.maxNonFiniteSteps) throw divergence(step, loss, gradNorm, nonFinite, cfg.train.maxNonFiniteSteps);
 
     // Every rank must stop at the same step: agree on the launcher's stop request collectively.
     const stopping = anyRank(world, ctx.stopRequested());
@@ -221,6 +244,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
           zeroStage: zero.stage,
           zeroShardGroup: cfg.optim.zeroShardGroup,
           rngState: cfg.train.seed,
+          schedule: scheduleOf(cfg),
         };
         checkpoint = saveCheckpoint(cfg.save.dir, state, model.params.layout, full, cfg.save.keep);
         ctx.report({ kind: 'checkpoint', step, path: checkpoint } satisfies CheckpointReport);

@@ -14,11 +14,13 @@ import { paramLayout } from '../model/params.js';
 import { largestShardSize, modelStateBytes, zeroShardCount, type ZeroStage } from '../optim/zero.js';
 import type { ZeroShardGroup } from '../parallel/rank-groups.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
-import { checkCheckpointFiles, checkResumable, prepareFreshCheckpointDir, readTrainerState, resolveCheckpoint } from './checkpoint.js';
-import { configToToml, type Config } from './config.js';
+import { checkCheckpointFiles, checkResumable, moveAside, newerCheckpoints, prepareFreshCheckpointDir, readTrainerState, removeStaleTempDirs, resolveCheckpoint } from './checkpoint.js';
+import { checkConfigObject, configToToml, type Config } from './config.js';
 import { TrainLogger } from './logger.js';
 import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
 import type { CheckpointReport, RankTrainArgs, RankTrainResult } from './rank.js';
+import { resumeSchedule } from './resume-schedule.js';
+import { checkFreshLogDir, checkWritableDir } from './run-dirs.js';
 import { writeTraceFile } from './trace-file.js';
 
 export interface TrainOptions {
@@ -32,6 +34,13 @@ export interface TrainOptions {
   out?: (line: string) => void;
   /** Where the ranks run (default: createLauncher(config.train.backend)). */
   launcher?: Launcher;
+  /**
+   * The keys this command set explicitly (the CLI's --set): on --resume the schedule keys not
+   * among them come from the checkpoint (resume-schedule.ts). Absent: the config is taken as given.
+   */
+  explicitKeys?: ReadonlySet<string>;
+  /** On --resume from an older step: move the newer checkpoints of save.dir aside instead of refusing. */
+  rollback?: boolean;
 }
 
 export interface TrainResult {
@@ -41,6 +50,8 @@ export interface TrainResult {
   checkpoint?: string;
   /** The run stopped early on Ctrl-C or another stop signal (after saving a checkpoint). */
   interrupted: boolean;
+  /** The signal that stopped it, when one did in this process. */
+  stopSignal?: NodeJS.Signals;
   /** Whether this process logged the run and wrote its files (always, except in the non-zero ranks of an mpi job). */
   coordinator: boolean;
   wallSeconds: number;
@@ -54,45 +65,63 @@ export interface TrainResult {
  * @throws ConfigError for any invalid setting, before any rank starts; RankFailedError when a
  * rank fails (the others are stopped).
  */
-export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainResult> {
+export async function train(config: Config, opts: TrainOptions = {}): Promise<TrainResult> {
   const started = performance.now();
-  const launcher = opts.launcher ?? (await createLauncher(cfg.train.backend));
-  const dims = new ParallelDims(cfg.parallel);
+  // A config object from code gets the checks of a config file: unknown keys, types, ranges.
+  checkConfigObject(config);
+  const launcher = opts.launcher ?? (await createLauncher(config.train.backend));
+  const { coordinator } = launcher;
+  const dims = new ParallelDims(config.parallel);
   if (launcher.fixedWorld !== undefined && launcher.fixedWorld !== dims.world) {
     throw new ConfigError(
       `the ${launcher.backend} launcher started ${launcher.fixedWorld} rank${launcher.fixedWorld === 1 ? '' : 's'} but the layout ${dims} needs dp·hp·cp = ${dims.world}: ` +
         `start it with mpirun -n ${dims.world} (or srun -n ${dims.world}), or change parallel.*`,
     );
   }
-  validateModelConfig(cfg.model);
-  validateLayout(dims, { heads: cfg.model.heads, kvHeads: cfg.model.kvHeads, seqLen: cfg.train.seqLen });
+  validateModelConfig(config.model);
+  validateLayout(dims, { heads: config.model.heads, kvHeads: config.model.kvHeads, seqLen: config.train.seqLen });
+  const notes: string[] = [];
+  const tokenizer = createTokenizer(config.data.tokenizer);
+  const resumeFrom = opts.resume === undefined ? undefined : resolveCheckpoint(opts.resume);
+  let cfg = config;
+  let firstStep = 0;
+  if (resumeFrom !== undefined) {
+    const state = readTrainerState(resumeFrom);
+    const resumed = resumeSchedule(config, state.schedule, opts.explicitKeys);
+    cfg = resumed.cfg;
+    notes.push(...resumed.notes);
+    const sequencesPerStep = dims.dp * cfg.train.batchSize;
+    checkResumable(state, { model: cfg.model, tokenizer: tokenizer.name, seqLen: cfg.train.seqLen, seed: cfg.train.seed, sequencesPerStep, causal: cfg.train.causal }, resumeFrom);
+    checkCheckpointFiles(resumeFrom, paramLayout(cfg.model));
+    firstStep = state.step;
+  } else if (coordinator) {
+    checkFreshLogDir(cfg.log.dir, opts.overwrite ?? false);
+  }
   const stopAt = opts.stopAt ?? cfg.train.steps;
   if (!Number.isInteger(stopAt) || stopAt < 1 || stopAt > cfg.train.steps) {
     throw new ConfigError(`--stop-at ${stopAt} is invalid: it must be an integer in [1, train.steps = ${cfg.train.steps}]`);
   }
-  const tokenizer = createTokenizer(cfg.data.tokenizer);
-  const resumeFrom = opts.resume === undefined ? undefined : resolveCheckpoint(opts.resume);
-  let firstStep = 0;
-  if (resumeFrom !== undefined) {
-    const state = readTrainerState(resumeFrom);
-    const sequencesPerStep = dims.dp * cfg.train.batchSize;
-    checkResumable(state, { model: cfg.model, tokenizer: tokenizer.name, seqLen: cfg.train.seqLen, seed: cfg.train.seed, sequencesPerStep, causal: cfg.train.causal }, resumeFrom);
-    checkCheckpointFiles(resumeFrom, paramLayout(cfg.model));
-    if (state.step >= stopAt) throw new ConfigError(`--resume: checkpoint ${resumeFrom} is at step ${state.step}, already at or past the last step ${stopAt}; raise train.steps to continue`);
-    firstStep = state.step;
-  }
-
   checkArenaFitsModelStates(cfg, dims);
   // An unavailable backend is a ConfigError here, before any rank starts; ranks get the resolved name.
   const backend = resolveKernels(cfg.train.kernels);
+  if (firstStep >= stopAt) throw new ConfigError(`--resume: checkpoint ${resumeFrom} is at step ${firstStep}, already at or past the last step ${stopAt}; raise train.steps (--set train.steps=…) to continue`);
+  if (coordinator) {
+    checkWritableDir('save.dir', cfg.save.dir);
+    checkWritableDir('log.dir', cfg.log.dir);
+    // Changes to save.dir only once every check has passed.
+    if (resumeFrom !== undefined) notes.push(...forkCheck(cfg.save.dir, firstStep, opts.rollback ?? false));
+    const removed = removeStaleTempDirs(cfg.save.dir);
+    if (removed.length > 0) notes.push(`save.dir: removed ${removed.length} incomplete checkpoint folder${removed.length === 1 ? '' : 's'} left by an interrupted save (${removed.join(', ')})`);
+  }
+  if (cfg.optim.warmupSteps > cfg.train.steps) notes.push(`optim.warmupSteps = ${cfg.optim.warmupSteps} is longer than the run: the learning rate warms up over all ${cfg.train.steps} steps`);
+
   const rankCfg: Config = { ...cfg, train: { ...cfg.train, kernels: backend.name } };
-  const docs = loadDocuments(cfg.data);
+  const { documents: docs, notes: dataNotes } = loadDocuments(cfg.data);
   const tokens = buildTokenStream(docs, tokenizer);
   const stream = new Int32Array(new SharedArrayBuffer(tokens.byteLength));
   stream.set(tokens);
   const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed);
 
-  const { coordinator } = launcher;
   const deleted = resumeFrom === undefined && coordinator ? prepareFreshCheckpointDir(cfg.save.dir, opts.overwrite ?? false) : [];
   const logger = coordinator ? new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out) : undefined;
   if (coordinator) {
@@ -111,6 +140,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       `; peak ${(peak.flops / 1e9).toFixed(1)} GFLOP/s per rank (${peak.source})`,
   );
   if (deleted.length > 0) logger?.info(`--overwrite: deleted ${deleted.length} earlier checkpoint${deleted.length === 1 ? '' : 's'} in ${cfg.save.dir} (${deleted.join(', ')})`);
+  for (const note of [...notes, ...dataNotes]) logger?.info(note);
 
   const pending = new Map<number, RankStepReport[]>();
   const steps: StepMetrics[] = [];
@@ -127,9 +157,10 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       pending.delete(m.step);
       const metrics = combineStep(list, tokensPerStep, flopsPerStep, peak.flops);
       steps.push(metrics);
-      logger?.step(metrics);
+      logger?.step(metrics, metrics.step === stopAt);
     }
   };
+  let stopSignal: NodeJS.Signals | undefined;
   const args: RankTrainArgs = { config: rankCfg, tokenizer: tokenizer.name, stream, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
   let results: RankTrainResult[];
   const traces: TraceEvent[][] = [];
@@ -144,7 +175,10 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       trace: cfg.log.trace,
       onTrace: (rank, events) => (traces[rank] = events),
       // Ctrl-C, SIGTERM (schedulers), mpirun's stop signals: every rank stops after its step and saves.
-      onStop: (signal) => logger?.info(`${signal}: stopping after the current step and saving a checkpoint${launcher.backend === 'threads' ? ' (send it again to quit at once)' : ''}`),
+      onStop: (signal) => {
+        stopSignal = signal;
+        logger?.info(`${signal}: stopping after the current step and saving a checkpoint${launcher.backend === 'threads' ? ' (send it again to quit at once)' : ''}`);
+      },
     })) as RankTrainResult[];
     if (cfg.log.trace && coordinator) {
       const path = join(cfg.log.dir, 'trace.json');
@@ -159,7 +193,26 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   // Ranks end before stopAt only on a stop request; every process knows its own rank's result.
   const own = results.find((r) => r !== undefined);
   const interrupted = own !== undefined && firstStep + own.losses.length < stopAt;
-  return { steps, wallSeconds, interrupted, coordinator, ...(checkpoint !== undefined ? { checkpoint } : {}) };
+  return { steps, wallSeconds, interrupted, coordinator, ...(checkpoint !== undefined ? { checkpoint } : {}), ...(stopSignal !== undefined ? { stopSignal } : {}) };
+}
+
+/**
+ * A resume from step `step` while `saveDir` holds newer checkpoints forks the run: pruning and a
+ * later --resume would pick the abandoned newer ones. Refuse, or with `rollback` move them into a
+ * `rolled-back-…` folder (where --resume does not look) and say so.
+ * @throws ConfigError naming the newer steps and the ways on.
+ */
+function forkCheck(saveDir: string, step: number, rollback: boolean): string[] {
+  const newer = newerCheckpoints(saveDir, step);
+  if (newer.length === 0) return [];
+  const steps = newer.map((c) => c.step).join(', ');
+  if (!rollback) {
+    throw new ConfigError(
+      `--resume from step ${step}: save.dir ${saveDir} holds newer checkpoints (step ${steps}) that this run would fork from; ` +
+        'resume from the newest (--resume alone), or pass --rollback to move the newer ones aside and continue from step ' + step,
+    );
+  }
+  return [`--rollback: moved checkpoint${newer.length === 1 ? '' : 's'} of step ${steps} to ${moveAside(saveDir, newer)}`];
 }
 
 /** The ZeRO setting as the first log line names it, e.g. "zeroStage 3 over world (4 shards)". */
