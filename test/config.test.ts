@@ -5,8 +5,8 @@ import { dirname, join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
-import { ConfigError } from '../src/errors.js';
 import { configToToml, loadConfig, parseConfig } from '../src/train/config.js';
+import { configError } from './helpers/config-error.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const tmp = mkdtempSync(join(tmpdir(), 'loongtrain-config-'));
@@ -18,17 +18,6 @@ function tomlFile(name: string, text: string): string {
   return p;
 }
 
-/** The ConfigError message `fn` throws, after checking it contains every fragment. */
-function configError(fn: () => unknown, ...fragments: string[]): string {
-  let message = '';
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ConfigError, `expected ConfigError, got ${String(e)}`);
-    message = e.message;
-    for (const f of fragments) assert.ok(message.includes(f), `message ${JSON.stringify(message)} lacks ${JSON.stringify(f)}`);
-    return true;
-  });
-  return message;
-}
 
 describe('defaults and files', () => {
   test('no file and an empty file give every default', (t) => {

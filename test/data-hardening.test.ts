@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join, sep } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type DataSourceConfig, findInvalidText, loadDocuments } from '../src/data/sources.js';
-import { ConfigError } from '../src/errors.js';
 import { loadConfig, parseConfig } from '../src/train/config.js';
 import { train } from '../src/train/train.js';
+import { configError } from './helpers/config-error.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'loongtrain-data-hardening-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -24,17 +24,6 @@ function folder(files: Record<string, string | Uint8Array>): string {
   return dir;
 }
 
-/** The ConfigError message `fn` throws, after checking it contains every fragment. */
-function configError(fn: () => unknown, ...fragments: string[]): string {
-  let message = '';
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ConfigError, `expected ConfigError, got ${String(e)}`);
-    message = e.message;
-    for (const f of fragments) assert.ok(message.includes(f), `message ${JSON.stringify(message)} lacks ${JSON.stringify(f)}`);
-    return true;
-  });
-  return message;
-}
 
 const files = (path: string, extra: Partial<DataSourceConfig> = {}): DataSourceConfig => ({ source: 'files', path, ...extra });
 
