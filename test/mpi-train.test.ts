@@ -186,6 +186,25 @@ describe('a failing rank ends the whole job', () => {
 });
 
 describe('stopping an mpi job', () => {
+  it('SIGUSR1 to mpirun: forwarded, every rank saves after its step, the job ends with exit 0 and prints mpirun -n 4 … --resume', async () => {
+    const dir = newDir();
+    const job = await startLongJob(dir);
+    job.child.kill('SIGUSR1');
+    const { code } = await ended(job);
+    const stderr = job.stderr();
+    assert.equal(code, 0, stderr.slice(-3000));
+    assert.match(stderr, /SIGUSR1: stopping after the current step and saving a checkpoint/);
+    assert.match(stderr, /continue with: mpirun -n 4 npx loongtrain train .* --resume\n/);
+    assert.doesNotMatch(stderr, /--resume --resume/);
+    assert.deepEqual(processesOf(dir), [], 'no process of the job is left');
+  });
+
+  it('train.backend = "threads" under mpirun is refused: every process would run the whole job', async () => {
+    const run = await runMpirun([...localMpirunArgs(2), process.execPath, CLI, 'train', ...settings(newDir(), ['train.backend=threads']).flatMap((s) => ['--set', s])], 60_000);
+    assert.notEqual(run.code, 0);
+    assert.match(run.stderr, /train\.backend = "threads" in one of 2 processes started by mpirun or srun: each would run the whole job/);
+  });
+
   it('SIGTERM to mpirun: every rank stops after its current step, rank 0 saves a checkpoint, and --resume continues from it', async () => {
     const dir = newDir();
     // The default gives the ranks 1 s between mpirun's SIGCONT and its SIGTERM, and 1 s more to SIGKILL (docs/comm.md).
@@ -195,7 +214,7 @@ describe('stopping an mpi job', () => {
     const stderr = job.stderr();
     const m = /checkpoint: step (\d+) saved to (\S+)/.exec(stderr);
     assert.ok(m !== null, `rank 0 saved a checkpoint after the signal:\n${stderr.slice(-3000)}`);
-    assert.match(stderr, /SIG(CONT|TERM): stopping after the current step and saving a checkpoint/);
+    assert.match(stderr, /SIG(CONT|TERM)[^:\n]*: stopping after the current step and saving a checkpoint/);
     const stoppedAt = Number(m[1]);
     assert.ok(existsSync(join(m[2]!, 'model.safetensors')));
     assert.deepEqual(processesOf(dir), [], 'no process of the job is left');

@@ -95,7 +95,7 @@ describe('divergence (item 1)', () => {
     const { code, stderr } = await cli(cliArgs(newRun(), diverging));
     assert.equal(code, 1);
     assert.match(stderr, /skipped \(not finite: no update\)/);
-    assert.match(stderr, /loongtrain: rank \d failed: step \d+: the (loss|gradient norm) is NaN/);
+    assert.match(stderr, /loongtrain: step \d+: the (loss|gradient norm) is NaN/);
     assert.doesNotMatch(stderr, /\n\s+at /);
   });
 });
@@ -160,6 +160,23 @@ describe('metrics.jsonl is never torn (items 4, 5)', () => {
 });
 
 describe('signals (item 6)', () => {
+  it('SIGUSR1 is a requested pause: checkpoint, the resume command, exit 0 (and no debugger opened)', async () => {
+    const dir = newRun();
+    const child = spawn(process.execPath, cliArgs(dir, ['train.steps=100000', 'log.every=1']), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (/step 3 \|/.test(stderr) && child.exitCode === null && !child.killed) child.kill('SIGUSR1');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    assert.equal(code, 0, stderr);
+    assert.doesNotMatch(stderr, /Debugger listening/);
+    assert.match(stderr, /interrupted after step \d+; checkpoint \S+; continue with: npx loongtrain train .* --resume/);
+    // The run folder itself is accepted by --resume (its checkpoints are in checkpoints/).
+    const resumed = await cli([...cliArgs(dir, ['train.steps=12']), '--resume', dir]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+  });
+
   it('SIGTERM stops every rank after the current step with a checkpoint and prints how to resume (exit 143)', async () => {
     const dir = newRun();
     const child = spawn(process.execPath, cliArgs(dir, ['train.steps=100000', 'parallel.cp=2', 'log.every=1']), { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -205,6 +222,7 @@ describe('resume keeps the run it resumes (items 2, 9, 11, 12)', () => {
     const rolled = await cli([...cliArgs(dir, ['train.steps=6', 'save.every=1', 'save.keep=1']), '--resume', join(ck, 'step-00000003'), '--stop-at', '4', '--rollback']);
     assert.equal(rolled.code, 0, rolled.stderr);
     assert.match(rolled.stderr, /--rollback: moved checkpoints of step 4, 5, 6 to .*rolled-back-/);
+    assert.match(rolled.stderr, /metrics: dropped the rows of steps 4–6 from .*metrics\.jsonl: they ran after the checkpoint this run resumes from/);
     assert.deepEqual(listCheckpoints(ck).map((c) => c.step), [4], 'the new step 4 is kept, nothing newer is left to resume by mistake');
     const aside = readdirSync(ck).find((n) => n.startsWith('rolled-back-'))!;
     assert.deepEqual(readdirSync(join(ck, aside)).sort(), ['step-00000004', 'step-00000005', 'step-00000006']);

@@ -16,7 +16,7 @@ program.name('loongtrain').description('Train LLaMA-style models on long sequenc
 
 program
   .command('train')
-  .description('train a model as a TOML config says (docs/config.md), one worker thread per rank')
+  .description('train a model as a TOML config says (docs/config.md): one worker thread per rank, or one process per rank under mpirun or srun')
   .option('-c, --config <file>', 'TOML config file (default: built-in defaults)')
   .option('-s, --set <key=value>', 'override a config key, e.g. --set parallel.cp=4 (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .addOption(new Option('-r, --resume [dir]', 'resume from the newest checkpoint in save.dir, or from the given checkpoint folder'))
@@ -39,8 +39,8 @@ program
       ...(resume !== undefined ? { resume } : {}),
       ...(opts.stopAt !== undefined ? { stopAt: opts.stopAt } : {}),
     });
-    // 128 + the signal's number, as a shell reports a process ended by it.
-    const stopCode = result.stopSignal === 'SIGTERM' ? 143 : 130;
+    // SIGUSR1 is a requested pause (exit 0, so mpirun and schedulers see success); else 128 + the signal's number, as a shell reports it.
+    const stopCode = result.stopSignal === 'SIGUSR1' ? 0 : result.stopSignal === 'SIGINT' ? 130 : 143;
     const first = result.steps[0];
     const last = result.steps[result.steps.length - 1];
     if (!result.coordinator) {
@@ -48,7 +48,7 @@ program
     } else if (result.interrupted) {
       process.stderr.write(
         `interrupted after step ${last?.step ?? '(none)'}` +
-          (result.checkpoint !== undefined ? `; checkpoint ${result.checkpoint}; continue with: npx loongtrain train ${process.argv.slice(3).filter((a) => a !== '--overwrite').join(' ')} --resume\n` : '\n'),
+          (result.checkpoint !== undefined ? `; checkpoint ${result.checkpoint}; continue with: ${continueCommand(process.argv.slice(3), result.backend, result.world)}\n` : '\n'),
       );
       process.exitCode = stopCode;
     } else if (first !== undefined && last !== undefined) {
@@ -99,6 +99,25 @@ function positiveInt(flag: string): (v: string) => number {
     if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${flag} ${JSON.stringify(v)} is invalid: it must be a positive integer`);
     return n;
   };
+}
+
+/**
+ * The command that continues a stopped run: this one without the flags of a fresh start or of
+ * the checkpoint it resumed, plus --resume (the newest checkpoint); under mpirun with its -n.
+ */
+function continueCommand(args: readonly string[], backend: string, world: number): string {
+  const kept: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--overwrite' || a === '--rollback') continue;
+    if (a === '--resume' || a === '-r') {
+      if (args[i + 1] !== undefined && !args[i + 1]!.startsWith('-')) i++;
+      continue;
+    }
+    if (a.startsWith('--resume=')) continue;
+    kept.push(a);
+  }
+  return `${backend === 'mpi' ? `mpirun -n ${world} ` : ''}npx loongtrain train ${kept.join(' ')} --resume`;
 }
 
 /** Failures a user fixes through the config: their message says what to change, so no stack trace. */
@@ -206,6 +225,10 @@ try {
     process.exitCode = 2;
   } else if (!(e instanceof RankFailedError) && userFixable(e) !== undefined) {
     process.stderr.write(`loongtrain: ${userFixable(e)!.message}\n`);
+    process.exitCode = 1;
+  } else if (e instanceof RankFailedError && e.cause instanceof Error && e.cause.name === 'TrainingDivergedError') {
+    // Every rank sees the same global loss: the rank that reported first is no clue.
+    process.stderr.write(`loongtrain: ${e.cause.message}\n`);
     process.exitCode = 1;
   } else if (e instanceof RankFailedError) {
     const cause = e.cause instanceof Error ? e.cause : undefined;

@@ -35,6 +35,13 @@ export async function createLauncher(choice: BackendChoice = 'auto'): Promise<La
     throw new ConfigError(`train.backend = ${JSON.stringify(choice)} is invalid: use ${BACKEND_CHOICES.map((c) => `"${c}"`).join(', ')}`);
   }
   const backend = choice === 'auto' ? detectBackend() : choice;
+  const started = Number(process.env.OMPI_COMM_WORLD_SIZE ?? process.env.SLURM_STEP_NUM_TASKS ?? '1');
+  if (backend === 'threads' && started > 1) {
+    throw new ConfigError(
+      `train.backend = "threads" in one of ${started} processes started by mpirun or srun: each would run the whole job and write the same files; ` +
+        'leave train.backend at "auto" (it picks mpi there) or start one process without mpirun',
+    );
+  }
   if (backend === 'threads') return new ThreadsLauncher();
   const { mpiLauncher } = await import('./mpi/launch.js');
   return mpiLauncher();

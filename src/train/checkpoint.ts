@@ -99,7 +99,8 @@ export function newerCheckpoints(dir: string, step: number): { step: number; pat
  */
 export function resolveCheckpoint(target: string): string {
   if (existsSync(join(target, 'trainer.json'))) return target;
-  const all = listCheckpoints(target);
+  // A run folder (run.dir) holds its checkpoints in checkpoints/.
+  const all = listCheckpoints(target).length > 0 ? listCheckpoints(target) : listCheckpoints(join(target, 'checkpoints'));
   if (all.length === 0) throw new ConfigError(`--resume: no checkpoint in ${target} (expected a step-NNNNNNNN folder holding trainer.json); run without --resume to start fresh`);
   return all[all.length - 1]!.path;
 }
@@ -262,7 +263,7 @@ function removeUnfinished(tmp: string): string {
 function newestCheckpointText(dir: string): string {
   try {
     const all = listCheckpoints(dir);
-    return `The newest complete checkpoint in ${dir} is ${all.length === 0 ? 'none' : basename(all[all.length - 1]!.path)}. `;
+    return all.length === 0 ? `There is no complete checkpoint in ${dir} yet. ` : `The newest complete checkpoint in ${dir} is ${basename(all[all.length - 1]!.path)}. `;
   } catch {
     // Only a hint inside another error: a folder that cannot even be listed is named there already.
     return '';

@@ -35,6 +35,7 @@ export class MetricsFile {
       this.fd = openSync(path, 'a');
       this.size = fstatSync(this.fd).size;
     } catch (e) {
+      if (e instanceof MetricsWriteError) throw e;
       throw new MetricsWriteError(`cannot write ${path}: ${(e as Error).message}; check log.dir (free space, permissions)`);
     }
   }
@@ -70,7 +71,8 @@ function rowJson(row: object): string {
 }
 
 /**
- * The rows of an existing metrics file with step ≤ `lastStep`, as text. A last line that is not
+ * The rows of an existing metrics file with step ≤ `lastStep`, as text (later rows are dropped
+ * with a warning: they belong to steps that will run again). A last line that is not
  * whole JSON (a write cut by a kill or a full disk) is dropped with a warning; a bad line before
  * the last is damage this file did not make, and stops the run naming its line number.
  * @throws MetricsWriteError naming the file and line of a malformed row that is not the last.
@@ -80,6 +82,7 @@ function keptRows(path: string, lastStep: number, warn: (line: string) => void):
   const lines = readFileSync(path, 'utf8').split('\n');
   if (lines[lines.length - 1] === '') lines.pop();
   const kept: string[] = [];
+  const dropped: number[] = [];
   lines.forEach((line, i) => {
     let step: unknown;
     try {
@@ -92,6 +95,10 @@ function keptRows(path: string, lastStep: number, warn: (line: string) => void):
       throw new MetricsWriteError(`${path} line ${i + 1} is not a JSON metrics row; move the file aside or repair it before --resume`);
     }
     if (typeof step === 'number' && step <= lastStep) kept.push(line + '\n');
+    else if (typeof step === 'number') dropped.push(step);
   });
+  if (dropped.length > 0) {
+    warn(`metrics: dropped the rows of step${dropped.length === 1 ? '' : 's'} ${dropped[0]}${dropped.length === 1 ? '' : `–${dropped[dropped.length - 1]}`} from ${path}: they ran after the checkpoint this run resumes from`);
+  }
   return kept.join('');
 }

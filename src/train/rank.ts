@@ -162,7 +162,7 @@ function divergence(step: number, loss: number, gradNorm: number, count: number,
   const what = [!Number.isFinite(loss) ? `the loss is ${loss}` : '', !Number.isFinite(gradNorm) ? `the gradient norm is ${gradNorm}` : ''].filter((x) => x !== '').join(' and ');
   return new TrainingDivergedError(
     `step ${step}: ${what}; stopped after ${count} such step${count === 1 ? '' : 's'} (train.maxNonFiniteSteps = ${allowed} may be skipped). ` +
-      'Nothing was saved for it: the last checkpoint holds finite weights. Lower optim.lr, raise optim.warmupSteps or optim.gradClip, or allow skips with train.maxNonFiniteSteps',
+      'Nothing was saved for this step or after it, and every checkpoint written holds finite values. Lower optim.lr, raise optim.warmupSteps or optim.gradClip, or allow skips with train.maxNonFiniteSteps',
   );
 }
 

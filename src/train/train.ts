@@ -1,5 +1,5 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { createLauncher } from '../comm/backends.js';
 import type { Launcher } from '../comm/launcher.js';
 import type { TraceEvent } from '../comm/trace.js';
@@ -14,7 +14,7 @@ import { paramLayout } from '../model/params.js';
 import { largestShardSize, modelStateBytes, zeroShardCount, type ZeroStage } from '../optim/zero.js';
 import type { ZeroShardGroup } from '../parallel/rank-groups.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
-import { checkCheckpointFiles, checkResumable, moveAside, newerCheckpoints, prepareFreshCheckpointDir, readTrainerState, removeStaleTempDirs, resolveCheckpoint } from './checkpoint.js';
+import { checkCheckpointFiles, checkResumable, listCheckpoints, moveAside, newerCheckpoints, prepareFreshCheckpointDir, readTrainerState, removeStaleTempDirs, resolveCheckpoint } from './checkpoint.js';
 import { checkConfigObject, configToToml, type Config } from './config.js';
 import { TrainLogger } from './logger.js';
 import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
@@ -54,6 +54,9 @@ export interface TrainResult {
   stopSignal?: NodeJS.Signals;
   /** Whether this process logged the run and wrote its files (always, except in the non-zero ranks of an mpi job). */
   coordinator: boolean;
+  /** Where the ranks ran, for the command that continues the run. */
+  backend: Launcher['backend'];
+  world: number;
   wallSeconds: number;
 }
 
@@ -75,7 +78,8 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   if (launcher.fixedWorld !== undefined && launcher.fixedWorld !== dims.world) {
     throw new ConfigError(
       `the ${launcher.backend} launcher started ${launcher.fixedWorld} rank${launcher.fixedWorld === 1 ? '' : 's'} but the layout ${dims} needs dp·hp·cp = ${dims.world}: ` +
-        `start it with mpirun -n ${dims.world} (or srun -n ${dims.world}), or change parallel.*`,
+        `start it with mpirun -n ${dims.world} (or srun -n ${dims.world}), or change parallel.*` +
+        (launcher.fixedWorld === 1 && launcher.backend === 'mpi' ? ' (this process was not started by mpirun or srun)' : ''),
     );
   }
   validateModelConfig(config.model);
@@ -86,13 +90,13 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   let cfg = config;
   let firstStep = 0;
   if (resumeFrom !== undefined) {
-    const state = readTrainerState(resumeFrom);
+    const state = withEarlierCheckpoints(resumeFrom, () => readTrainerState(resumeFrom));
     const resumed = resumeSchedule(config, state.schedule, opts.explicitKeys);
     cfg = resumed.cfg;
     notes.push(...resumed.notes);
     const sequencesPerStep = dims.dp * cfg.train.batchSize;
     checkResumable(state, { model: cfg.model, tokenizer: tokenizer.name, seqLen: cfg.train.seqLen, seed: cfg.train.seed, sequencesPerStep, causal: cfg.train.causal }, resumeFrom);
-    checkCheckpointFiles(resumeFrom, paramLayout(cfg.model));
+    withEarlierCheckpoints(resumeFrom, () => checkCheckpointFiles(resumeFrom, paramLayout(cfg.model)));
     firstStep = state.step;
   } else if (coordinator) {
     checkFreshLogDir(cfg.log.dir, opts.overwrite ?? false);
@@ -104,7 +108,13 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   checkArenaFitsModelStates(cfg, dims);
   // An unavailable backend is a ConfigError here, before any rank starts; ranks get the resolved name.
   const backend = resolveKernels(cfg.train.kernels);
-  if (firstStep >= stopAt) throw new ConfigError(`--resume: checkpoint ${resumeFrom} is at step ${firstStep}, already at or past the last step ${stopAt}; raise train.steps (--set train.steps=…) to continue`);
+  if (firstStep >= stopAt) {
+    throw new ConfigError(
+      opts.stopAt !== undefined && opts.stopAt < cfg.train.steps
+        ? `--stop-at ${stopAt} is at or before step ${firstStep} of the checkpoint ${resumeFrom}; give a later --stop-at`
+        : `--resume: checkpoint ${resumeFrom} is at step ${firstStep}, already at or past the last step ${stopAt}; raise train.steps (--set train.steps=…) to continue`,
+    );
+  }
   if (coordinator) {
     checkWritableDir('save.dir', cfg.save.dir);
     checkWritableDir('log.dir', cfg.log.dir);
@@ -113,7 +123,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     const removed = removeStaleTempDirs(cfg.save.dir);
     if (removed.length > 0) notes.push(`save.dir: removed ${removed.length} incomplete checkpoint folder${removed.length === 1 ? '' : 's'} left by an interrupted save (${removed.join(', ')})`);
   }
-  if (cfg.optim.warmupSteps > cfg.train.steps) notes.push(`optim.warmupSteps = ${cfg.optim.warmupSteps} is longer than the run: the learning rate warms up over all ${cfg.train.steps} steps`);
+  if (cfg.optim.warmupSteps > cfg.train.steps) notes.push(`optim.warmupSteps = ${cfg.optim.warmupSteps} is longer than the run: the learning rate warms up over all ${plural(cfg.train.steps, 'step')}`);
 
   const rankCfg: Config = { ...cfg, train: { ...cfg.train, kernels: backend.name } };
   const { documents: docs, notes: dataNotes } = loadDocuments(cfg.data);
@@ -177,7 +187,8 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
       // Ctrl-C, SIGTERM (schedulers), mpirun's stop signals: every rank stops after its step and saves.
       onStop: (signal) => {
         stopSignal = signal;
-        logger?.info(`${signal}: stopping after the current step and saving a checkpoint${launcher.backend === 'threads' ? ' (send it again to quit at once)' : ''}`);
+        const what = signal === 'SIGCONT' ? 'SIGCONT (mpirun got Ctrl-C or SIGTERM and is ending the job)' : signal;
+        logger?.info(`${what}: stopping after the current step and saving a checkpoint${launcher.backend === 'threads' ? ' (send it again to quit at once)' : ''}`);
       },
     })) as RankTrainResult[];
     if (cfg.log.trace && coordinator) {
@@ -193,7 +204,24 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   // Ranks end before stopAt only on a stop request; every process knows its own rank's result.
   const own = results.find((r) => r !== undefined);
   const interrupted = own !== undefined && firstStep + own.losses.length < stopAt;
-  return { steps, wallSeconds, interrupted, coordinator, ...(checkpoint !== undefined ? { checkpoint } : {}), ...(stopSignal !== undefined ? { stopSignal } : {}) };
+  return { steps, wallSeconds, interrupted, coordinator, backend: launcher.backend, world: dims.world, ...(checkpoint !== undefined ? { checkpoint } : {}), ...(stopSignal !== undefined ? { stopSignal } : {}) };
+}
+
+/**
+ * Run `check` of checkpoint `path`; when it finds the checkpoint damaged, say which earlier
+ * checkpoints of its folder a run can continue from instead.
+ * @throws the ConfigError of `check`, with that way on added.
+ */
+function withEarlierCheckpoints<T>(path: string, check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    const earlier = listCheckpoints(dirname(path)).filter((c) => c.path !== path);
+    if (earlier.length === 0) throw e;
+    const last = earlier[earlier.length - 1]!;
+    throw new ConfigError(`${e.message}\n  earlier checkpoints: ${earlier.map((c) => basename(c.path)).join(', ')}; continue from one with --resume ${last.path} --rollback (which moves the newer ones aside)`);
+  }
 }
 
 /**

@@ -33,7 +33,8 @@ export class ThreadsLauncher implements Launcher {
   private readonly stop = new Int32Array(new SharedArrayBuffer(4));
 
   describe(world: number): string {
-    return `1 process, ${world} worker thread${world === 1 ? '' : 's'} on ${availableParallelism()} cores`;
+    const cores = availableParallelism();
+    return `1 process, ${world} worker thread${world === 1 ? '' : 's'} on ${cores} core${cores === 1 ? '' : 's'}`;
   }
 
   requestStop(): void {
@@ -41,13 +42,14 @@ export class ThreadsLauncher implements Launcher {
   }
 
   /**
-   * See Launcher.launch. Ctrl-C or SIGTERM stops every rank after its current step (onStop is
-   * told); a second one ends the process at once (exit code 130 or 143).
+   * See Launcher.launch. Ctrl-C, SIGTERM or SIGUSR1 stops every rank after its current step
+   * (onStop is told; listening to SIGUSR1 also keeps Node from opening its inspector on it); a
+   * second one ends the process at once (exit code 130 or 143).
    */
   async launch(opts: LaunchOptions): Promise<unknown[]> {
     const entry = checkLaunchOptions(opts);
     return withStopSignals(
-      ['SIGINT', 'SIGTERM'],
+      ['SIGINT', 'SIGTERM', 'SIGUSR1'],
       (signal) => {
         this.requestStop();
         opts.onStop?.(signal);
