@@ -221,11 +221,34 @@ describe('resume keeps the run it resumes (items 2, 9, 11, 12)', () => {
     assert.match(refused.stderr, /--resume from step 3: save\.dir .* holds newer checkpoints \(step 4, 5, 6\).*--rollback/);
     const rolled = await cli([...cliArgs(dir, ['train.steps=6', 'save.every=1', 'save.keep=1']), '--resume', join(ck, 'step-00000003'), '--stop-at', '4', '--rollback']);
     assert.equal(rolled.code, 0, rolled.stderr);
-    assert.match(rolled.stderr, /--rollback: moved checkpoints of step 4, 5, 6 to .*rolled-back-/);
+    assert.match(rolled.stderr, /--rollback: moved checkpoints of step 4, 5, 6 \(and a copy of metrics\.jsonl\) to .*rolled-back-/);
     assert.match(rolled.stderr, /metrics: dropped the rows of steps 4–6 from .*metrics\.jsonl: they ran after the checkpoint this run resumes from/);
     assert.deepEqual(listCheckpoints(ck).map((c) => c.step), [4], 'the new step 4 is kept, nothing newer is left to resume by mistake');
     const aside = readdirSync(ck).find((n) => n.startsWith('rolled-back-'))!;
-    assert.deepEqual(readdirSync(join(ck, aside)).sort(), ['step-00000004', 'step-00000005', 'step-00000006']);
+    assert.deepEqual(readdirSync(join(ck, aside)).sort(), ['metrics.jsonl', 'step-00000004', 'step-00000005', 'step-00000006']);
+    assert.equal(readFileSync(join(ck, aside, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 6, 'the rolled-back branch keeps its metrics rows');
+  });
+
+  it("a checkpoint of another folder may branch into an empty run.dir, not into one holding another run", async () => {
+    const a = newRun();
+    await train(config(a, ['train.steps=4']), { stopAt: 2 });
+    const b = newRun();
+    await train(config(b, ['train.steps=4']));
+    const before = readFileSync(join(b, 'metrics.jsonl'), 'utf8');
+    await assert.rejects(train(config(b, ['train.steps=4']), { resume: join(a, 'checkpoints') }), (e: unknown) =>
+      e instanceof ConfigError && /is a checkpoint of another folder than save\.dir .* already holds another run; continue that checkpoint's run in its own folder \(--set run\.dir=/.test(e.message));
+    assert.equal(readFileSync(join(b, 'metrics.jsonl'), 'utf8'), before, "the other run's metrics are untouched");
+    const branch = newRun();
+    const result = await train(config(branch, ['train.steps=4']), { resume: join(a, 'checkpoints') });
+    assert.deepEqual(result.steps.map((st) => st.step), [3, 4]);
+  });
+
+  it('a schedule merged from the checkpoint and --set is checked like a config (minLr ≤ lr)', async () => {
+    const dir = newRun();
+    await cli([...cliArgs(dir, ['train.steps=6', 'optim.lr=1e-2', 'optim.minLr=5e-3']), '--stop-at', '2']);
+    const { code, stderr } = await cli([...cliArgs(dir, ['optim.lr=1e-3']), '--resume']);
+    assert.equal(code, 2);
+    assert.match(stderr, /--resume: optim\.minLr = 0\.005 would exceed optim\.lr = 0\.001/);
   });
 
   it('temp folders left by a killed save are removed at the next start, with a line saying so', async () => {

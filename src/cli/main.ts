@@ -40,7 +40,8 @@ program
       ...(opts.stopAt !== undefined ? { stopAt: opts.stopAt } : {}),
     });
     // SIGUSR1 is a requested pause (exit 0, so mpirun and schedulers see success); else 128 + the signal's number, as a shell reports it.
-    const stopCode = result.stopSignal === 'SIGUSR1' ? 0 : result.stopSignal === 'SIGINT' ? 130 : 143;
+    // A process that stopped because another rank of an mpi job was signalled stopped cleanly (exit 0, so it finalizes).
+    const stopCode = result.stopSignal === undefined || result.stopSignal === 'SIGUSR1' ? 0 : result.stopSignal === 'SIGINT' ? 130 : 143;
     const first = result.steps[0];
     const last = result.steps[result.steps.length - 1];
     if (!result.coordinator) {

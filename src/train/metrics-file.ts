@@ -62,6 +62,14 @@ export class MetricsFile {
   }
 }
 
+/**
+ * Check, without changing it, that a resumed run can continue the metrics file at `path`.
+ * @throws MetricsWriteError naming the file and line of a malformed row that is not the last.
+ */
+export function checkMetricsFile(path: string, keepUpTo: number): void {
+  keptRows(path, keepUpTo, () => {});
+}
+
 /** JSON of a row with non-finite numbers as null, listed under `nonFinite`. */
 function rowJson(row: object): string {
   const nonFinite = Object.entries(row)

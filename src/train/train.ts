@@ -1,5 +1,5 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createLauncher } from '../comm/backends.js';
 import type { Launcher } from '../comm/launcher.js';
 import type { TraceEvent } from '../comm/trace.js';
@@ -17,6 +17,7 @@ import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import { checkCheckpointFiles, checkResumable, listCheckpoints, moveAside, newerCheckpoints, prepareFreshCheckpointDir, readTrainerState, removeStaleTempDirs, resolveCheckpoint } from './checkpoint.js';
 import { checkConfigObject, configToToml, type Config } from './config.js';
 import { TrainLogger } from './logger.js';
+import { checkMetricsFile } from './metrics-file.js';
 import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
 import type { CheckpointReport, RankTrainArgs, RankTrainResult } from './rank.js';
 import { resumeSchedule } from './resume-schedule.js';
@@ -94,6 +95,9 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     const resumed = resumeSchedule(config, state.schedule, opts.explicitKeys);
     cfg = resumed.cfg;
     notes.push(...resumed.notes);
+    if (cfg.optim.minLr > cfg.optim.lr) {
+      throw new ConfigError(`--resume: optim.minLr = ${cfg.optim.minLr} would exceed optim.lr = ${cfg.optim.lr} (one from the checkpoint, one from --set); set both with --set`);
+    }
     const sequencesPerStep = dims.dp * cfg.train.batchSize;
     checkResumable(state, { model: cfg.model, tokenizer: tokenizer.name, seqLen: cfg.train.seqLen, seed: cfg.train.seed, sequencesPerStep, causal: cfg.train.causal }, resumeFrom);
     withEarlierCheckpoints(resumeFrom, () => checkCheckpointFiles(resumeFrom, paramLayout(cfg.model)));
@@ -116,12 +120,9 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     );
   }
   if (coordinator) {
+    // Made here (a refused run may leave them empty), but nothing in them changes before every check has passed.
     checkWritableDir('save.dir', cfg.save.dir);
     checkWritableDir('log.dir', cfg.log.dir);
-    // Changes to save.dir only once every check has passed.
-    if (resumeFrom !== undefined) notes.push(...forkCheck(cfg.save.dir, firstStep, opts.rollback ?? false));
-    const removed = removeStaleTempDirs(cfg.save.dir);
-    if (removed.length > 0) notes.push(`save.dir: removed ${removed.length} incomplete checkpoint folder${removed.length === 1 ? '' : 's'} left by an interrupted save (${removed.join(', ')})`);
   }
   if (cfg.optim.warmupSteps > cfg.train.steps) notes.push(`optim.warmupSteps = ${cfg.optim.warmupSteps} is longer than the run: the learning rate warms up over all ${plural(cfg.train.steps, 'step')}`);
 
@@ -132,6 +133,16 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   stream.set(tokens);
   const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed);
 
+  const metricsPath = join(cfg.log.dir, 'metrics.jsonl');
+  const newer = resumeFrom !== undefined && coordinator ? checkResumeTarget(resumeFrom, cfg, firstStep, opts.rollback ?? false) : [];
+  if (resumeFrom !== undefined && coordinator) checkMetricsFile(metricsPath, firstStep);
+
+  // Every check has passed: now the run's folders change.
+  if (newer.length > 0) notes.push(rollBack(cfg.save.dir, newer, metricsPath));
+  if (coordinator) {
+    const removed = removeStaleTempDirs(cfg.save.dir);
+    if (removed.length > 0) notes.push(`save.dir: removed ${removed.length} incomplete checkpoint folder${removed.length === 1 ? '' : 's'} left by an interrupted save (${removed.join(', ')})`);
+  }
   const deleted = resumeFrom === undefined && coordinator ? prepareFreshCheckpointDir(cfg.save.dir, opts.overwrite ?? false) : [];
   const logger = coordinator ? new TrainLogger(cfg.log.dir, cfg.log.progress, cfg.log.every, firstStep, stopAt, resumeFrom !== undefined, opts.out) : undefined;
   if (coordinator) {
@@ -225,22 +236,41 @@ function withEarlierCheckpoints<T>(path: string, check: () => T): T {
 }
 
 /**
- * A resume from step `step` while `saveDir` holds newer checkpoints forks the run: pruning and a
- * later --resume would pick the abandoned newer ones. Refuse, or with `rollback` move them into a
- * `rolled-back-…` folder (where --resume does not look) and say so.
- * @throws ConfigError naming the newer steps and the ways on.
+ * Where a resumed run goes on, checked before anything changes: a checkpoint from another
+ * folder may start a new branch only in folders that hold no other run (else its metrics would
+ * be cut and its checkpoints mixed with these); a resume from step `step` while save.dir holds
+ * newer checkpoints forks the run, and pruning and a later --resume would pick the abandoned
+ * ones, so it needs `rollback`.
+ * @returns the newer checkpoints to move aside (empty unless `rollback`).
+ * @throws ConfigError naming the folders or the newer steps and the ways on.
  */
-function forkCheck(saveDir: string, step: number, rollback: boolean): string[] {
+function checkResumeTarget(resumeFrom: string, cfg: Config, step: number, rollback: boolean): Array<{ step: number; path: string }> {
+  const saveDir = cfg.save.dir;
+  if (resolve(dirname(resumeFrom)) !== resolve(saveDir)) {
+    const used = listCheckpoints(saveDir).length > 0 || (existsSync(join(cfg.log.dir, 'metrics.jsonl')) && statSync(join(cfg.log.dir, 'metrics.jsonl')).size > 0);
+    if (used) {
+      throw new ConfigError(
+        `--resume ${resumeFrom} is a checkpoint of another folder than save.dir ${saveDir}, which (or log.dir ${cfg.log.dir}) already holds another run; ` +
+          `continue that checkpoint's run in its own folder (--set run.dir=${dirname(dirname(resumeFrom))}), or branch into an empty run.dir`,
+      );
+    }
+    return [];
+  }
   const newer = newerCheckpoints(saveDir, step);
-  if (newer.length === 0) return [];
-  const steps = newer.map((c) => c.step).join(', ');
-  if (!rollback) {
+  if (newer.length > 0 && !rollback) {
     throw new ConfigError(
-      `--resume from step ${step}: save.dir ${saveDir} holds newer checkpoints (step ${steps}) that this run would fork from; ` +
+      `--resume from step ${step}: save.dir ${saveDir} holds newer checkpoints (step ${newer.map((c) => c.step).join(', ')}) that this run would fork from; ` +
         'resume from the newest (--resume alone), or pass --rollback to move the newer ones aside and continue from step ' + step,
     );
   }
-  return [`--rollback: moved checkpoint${newer.length === 1 ? '' : 's'} of step ${steps} to ${moveAside(saveDir, newer)}`];
+  return newer;
+}
+
+/** --rollback: move the newer checkpoints, with a copy of the metrics they belong to, where --resume does not look. */
+function rollBack(saveDir: string, newer: Array<{ step: number; path: string }>, metricsPath: string): string {
+  const aside = moveAside(saveDir, newer);
+  if (existsSync(metricsPath)) copyFileSync(metricsPath, join(aside, 'metrics.jsonl'));
+  return `--rollback: moved checkpoint${newer.length === 1 ? '' : 's'} of step ${newer.map((c) => c.step).join(', ')} (and a copy of metrics.jsonl) to ${aside}`;
 }
 
 /** The ZeRO setting as the first log line names it, e.g. "zeroStage 3 over world (4 shards)". */

@@ -152,6 +152,7 @@ class MpiLauncher implements Launcher {
         else forward(m);
       });
       worker.on('error', (err: Error) => fail(this.rank, { name: err.name, message: err.message, stack: err.stack ?? err.message }));
+      worker.on('messageerror', (err: Error) => fail(this.rank, { name: 'Error', message: `a message from its worker could not be deserialized: ${err.message}`, stack: err.stack ?? err.message }));
       worker.on('exit', (code: number) => {
         if (!ownDone) fail(this.rank, { name: 'Error', message: `its worker exited unexpectedly with code ${code} before run() returned`, stack: '' });
       });
@@ -176,8 +177,8 @@ export function mpiLauncher(): Launcher {
     const signal = instance?.stopSignal;
     // SIGCONT, SIGINT, SIGTERM: mpirun is ending the job itself, and MPI_Finalize would wait for its daemons.
     if (signal !== undefined && signal !== 'SIGUSR1') return;
-    // A clean end, or a stop every rank agreed on (the CLI's exit code 130), finalizes; a failure ends the whole job.
-    if (code === 0 || signal === 'SIGUSR1') lib.finalize();
+    // A clean end (a SIGUSR1 stop included: exit code 0) finalizes; a failure ends the whole job.
+    if (code === 0) lib.finalize();
     else lib.abort(lib.world, code);
   });
   if (provided < lib.THREAD_MULTIPLE) {
