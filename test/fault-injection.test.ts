@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { loadDocuments } from '../src/data/sources.js';
 import { Rng } from '../src/tensor/rng.js';
 import { listCheckpoints } from '../src/train/checkpoint.js';
+import { writeBrownSample } from './helpers/brown-sample.js';
 
 /*
  * Kill -9 at random points of 20 runs that save every step (so kills land during saves and
@@ -22,7 +22,7 @@ const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'loongtrain-faults-'));
 const text = join(root, 'brown.txt');
 const STEPS = 12;
-before(() => writeFileSync(text, loadDocuments({ source: 'brown' }).documents.join('\n\n').slice(0, 100_000)));
+before(() => writeBrownSample(text, 100_000));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 function args(dir: string): string[] {

@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { findMpirun, localMpirunArgs, mpirunEnv } from '../src/comm/mpi/mpirun.js';
-import { loadDocuments } from '../src/data/sources.js';
 import { loadConfig } from '../src/train/config.js';
 import { train } from '../src/train/train.js';
 import { runMpirun } from './helpers/backends.js';
 import { assertClose } from './helpers/assert-close.js';
+import { writeBrownSample } from './helpers/brown-sample.js';
 
 /*
  * Training under `mpirun` as a user starts it (`mpirun -n N node …/main.js train …`), held
@@ -27,7 +27,7 @@ let runs = 0;
 const text = join(root, 'brown.txt');
 before(() => {
   findMpirun();
-  writeFileSync(text, loadDocuments({ source: 'brown' }).documents.join('\n\n').slice(0, 200_000));
+  writeBrownSample(text, 200_000);
 });
 
 /** A small model whose 10 steps take seconds on 8 ranks; every run gets its own folder. */

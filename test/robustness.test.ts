@@ -7,13 +7,13 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { RankFailedError } from '../src/comm/launcher.js';
-import { loadDocuments } from '../src/data/sources.js';
 import { ConfigError } from '../src/errors.js';
 import { listCheckpoints, loadCheckpoint, readTrainerState } from '../src/train/checkpoint.js';
 import { loadConfig, type Config } from '../src/train/config.js';
 import { MetricsFile, MetricsWriteError } from '../src/train/metrics-file.js';
 import { paramLayout } from '../src/model/params.js';
 import { train } from '../src/train/train.js';
+import { writeBrownSample } from './helpers/brown-sample.js';
 
 /*
  * What real runs meet (divergence, signals, full disks, bad folders, rollbacks, torn files),
@@ -25,7 +25,7 @@ const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'loongtrain-robust-'));
 const text = join(root, 'brown.txt');
 let runs = 0;
-before(() => writeFileSync(text, loadDocuments({ source: 'brown' }).documents.join('\n\n').slice(0, 100_000)));
+before(() => writeBrownSample(text, 100_000));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const TINY = ['model.dim=16', 'model.layers=1', 'model.heads=2', 'model.kvHeads=2', 'model.ffnDim=32', 'train.seqLen=32', 'data.source=files'];

@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { GroupKind } from '../src/comm/process-group.js';
-import { loadDocuments } from '../src/data/sources.js';
 import { loadConfig } from '../src/train/config.js';
 import { checkTestHosts, hostSentBytes, testHostsDown, testHostsRun, testHostsUp } from '../src/train/test-hosts.js';
 import { train } from '../src/train/train.js';
 import { assertClose } from './helpers/assert-close.js';
+import { writeBrownSample } from './helpers/brown-sample.js';
 
 /*
  * Training over 2 test hosts (network namespaces joined by a bridge, scripts/test-hosts.sh):
@@ -25,7 +25,7 @@ let runs = 0;
 
 before(() => {
   checkTestHosts();
-  writeFileSync(text, loadDocuments({ source: 'brown' }).documents.join('\n\n').slice(0, 200_000));
+  writeBrownSample(text, 200_000);
   testHostsUp(2, { slots: 4, rate: '1gbit' });
 });
 after(() => {

@@ -100,7 +100,8 @@ export function newerCheckpoints(dir: string, step: number): { step: number; pat
 export function resolveCheckpoint(target: string): string {
   if (existsSync(join(target, 'trainer.json'))) return target;
   // A run folder (run.dir) holds its checkpoints in checkpoints/.
-  const all = listCheckpoints(target).length > 0 ? listCheckpoints(target) : listCheckpoints(join(target, 'checkpoints'));
+  const direct = listCheckpoints(target);
+  const all = direct.length > 0 ? direct : listCheckpoints(join(target, 'checkpoints'));
   if (all.length === 0) throw new ConfigError(`--resume: no checkpoint in ${target} (expected a step-NNNNNNNN folder holding trainer.json); run without --resume to start fresh`);
   return all[all.length - 1]!.path;
 }

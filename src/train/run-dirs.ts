@@ -46,9 +46,14 @@ function makeDirs(dir: string): void {
  * @throws ConfigError naming the file, how many rows it holds and the ways on.
  */
 export function checkFreshLogDir(logDir: string, overwrite: boolean): void {
-  const metrics = join(logDir, 'metrics.jsonl');
-  if (overwrite || !existsSync(metrics) || statSync(metrics).size === 0) return;
+  if (overwrite || !holdsMetrics(logDir)) return;
   throw new ConfigError(
-    `log.dir ${logDir} already holds ${metrics} of an earlier run; continue that run with --resume, give this run its own folder (--set run.dir=runs/NAME), or pass --overwrite to replace it`,
+    `log.dir ${logDir} already holds ${join(logDir, 'metrics.jsonl')} of an earlier run; continue that run with --resume, give this run its own folder (--set run.dir=runs/NAME), or pass --overwrite to replace it`,
   );
+}
+
+/** Whether `logDir` holds a run's metrics (a non-empty metrics.jsonl). */
+export function holdsMetrics(logDir: string): boolean {
+  const metrics = join(logDir, 'metrics.jsonl');
+  return existsSync(metrics) && statSync(metrics).size > 0;
 }

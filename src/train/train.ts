@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createLauncher } from '../comm/backends.js';
 import type { Launcher } from '../comm/launcher.js';
@@ -21,7 +21,7 @@ import { checkMetricsFile } from './metrics-file.js';
 import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
 import type { CheckpointReport, RankTrainArgs, RankTrainResult } from './rank.js';
 import { resumeSchedule } from './resume-schedule.js';
-import { checkFreshLogDir, checkWritableDir } from './run-dirs.js';
+import { checkFreshLogDir, checkWritableDir, holdsMetrics } from './run-dirs.js';
 import { writeTraceFile } from './trace-file.js';
 
 export interface TrainOptions {
@@ -247,8 +247,7 @@ function withEarlierCheckpoints<T>(path: string, check: () => T): T {
 function checkResumeTarget(resumeFrom: string, cfg: Config, step: number, rollback: boolean): Array<{ step: number; path: string }> {
   const saveDir = cfg.save.dir;
   if (resolve(dirname(resumeFrom)) !== resolve(saveDir)) {
-    const used = listCheckpoints(saveDir).length > 0 || (existsSync(join(cfg.log.dir, 'metrics.jsonl')) && statSync(join(cfg.log.dir, 'metrics.jsonl')).size > 0);
-    if (used) {
+    if (listCheckpoints(saveDir).length > 0 || holdsMetrics(cfg.log.dir)) {
       throw new ConfigError(
         `--resume ${resumeFrom} is a checkpoint of another folder than save.dir ${saveDir}, which (or log.dir ${cfg.log.dir}) already holds another run; ` +
           `continue that checkpoint's run in its own folder (--set run.dir=${dirname(dirname(resumeFrom))}), or branch into an empty run.dir`,

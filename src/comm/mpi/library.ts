@@ -54,8 +54,6 @@ export interface MpiLibrary {
   readonly world: Comm;
   /** MPI_THREAD_MULTIPLE (3 in Open MPI): the level init() asks for. */
   readonly THREAD_MULTIPLE: number;
-  /** MPI_ANY_SOURCE, for irecv from whichever rank sends first. */
-  readonly ANY_SOURCE: number;
   /**
    * MPI_Init_thread(MPI_THREAD_MULTIPLE) unless MPI is already initialised, then
    * MPI_ERRORS_RETURN on MPI_COMM_WORLD and MPI_COMM_SELF so that failures come back as codes
@@ -64,8 +62,6 @@ export interface MpiLibrary {
    * @throws Error when called off the main thread or after finalize(); MpiError if MPI fails.
    */
   init(): number;
-  /** Whether MPI_Init has run (and MPI_Finalize has not) in this process; callable from any thread. */
-  initialized(): boolean;
   /**
    * MPI_Finalize, once every thread's requests are complete; a no-op when MPI is not running.
    * @throws Error off the main thread; MpiError if MPI fails.
@@ -78,14 +74,12 @@ export interface MpiLibrary {
   /**
    * A new communicator over `ranks` (ranks of `parent`; new rank = index in the list), built with
    * MPI_Comm_create_group: collective over the listed members only, which must all call it with
-   * the same list and `tag` (0 ≤ tag ≤ tagUpperBound()).
+   * the same list and `tag` (0 ≤ tag ≤ 32767, the least MPI_TAG_UB).
    * @throws RangeError when this process is not in `ranks`; MpiError for duplicate or out-of-range ranks.
    */
   createGroup(parent: Comm, ranks: readonly number[], tag: number): Comm;
   /** MPI_Comm_dup: collective over `comm`. @throws MpiError */
   dup(comm: Comm): Comm;
-  /** MPI_Comm_free of a communicator made by dup or createGroup. @throws MpiError */
-  freeComm(comm: Comm): void;
   /**
    * Nonblocking send of the view's bytes (MPI_BYTE × byteLength) from the view's own memory.
    * The view must stay unmodified until the request completes.
@@ -150,8 +144,6 @@ export interface MpiLibrary {
   recvBytes(bytes: number, source: number, tag: number, comm: Comm): Uint8Array;
   /** MPI_Abort(comm, code): ends every process of the job; does not return. @throws MpiError if MPI refuses */
   abort(comm: Comm, code: number): void;
-  /** The MPI_TAG_UB attribute of MPI_COMM_WORLD: the largest usable tag (at least 32767). @throws MpiError */
-  tagUpperBound(): number;
 }
 
 /** An MPI call that returned an error code; the message names the function and MPI_Error_string's text. */
@@ -169,11 +161,10 @@ export class MpiError extends Error {
 }
 
 /** Environment variable naming an Open MPI library to load instead of searching. */
-export const MPI_LIBRARY_ENV = 'LOONGTRAIN_MPI_LIBRARY';
+const MPI_LIBRARY_ENV = 'LOONGTRAIN_MPI_LIBRARY';
 
 const THREAD_MULTIPLE = 3; // enum { MPI_THREAD_SINGLE, _FUNNELED, _SERIALIZED, _MULTIPLE } in mpi.h
 const ANY_SOURCE = -1;
-const TAG_UB_KEYVAL = 0; // MPI_TAG_UB is the first entry of mpi.h's attribute enum
 const MAX_ERROR_STRING = 256; // MPI_MAX_ERROR_STRING (OPAL_MAX_ERROR_STRING)
 const INT_MAX = 0x7fffffff;
 
@@ -281,7 +272,6 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>, path: string): MpiLi
   const MPI_Group_free = f('int MPI_Group_free(void *group)');
   const MPI_Comm_create_group = f('int MPI_Comm_create_group(void *comm, void *group, int tag, void *newcomm)');
   const MPI_Comm_dup = f('int MPI_Comm_dup(void *comm, void *newcomm)');
-  const MPI_Comm_free = f('int MPI_Comm_free(void *comm)');
   const MPI_Isend = f('int MPI_Isend(void *buf, int count, void *type, int dest, int tag, void *comm, void *request)');
   const MPI_Irecv = f('int MPI_Irecv(void *buf, int count, void *type, int source, int tag, void *comm, void *request)');
   const MPI_Test = f('int MPI_Test(void *request, void *flag, void *status)');
@@ -296,7 +286,6 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>, path: string): MpiLi
   const MPI_Iprobe = f('int MPI_Iprobe(int source, int tag, void *comm, void *flag, void *status)');
   const MPI_Recv = f('int MPI_Recv(void *buf, int count, void *type, int source, int tag, void *comm, void *status)');
   const MPI_Abort = f('int MPI_Abort(void *comm, int code)');
-  const MPI_Comm_get_attr = f('int MPI_Comm_get_attr(void *comm, int keyval, void *value, void *flag)');
 
   // Per thread (this closure exists once per thread), so concurrent threads never share it; a
   // SharedArrayBuffer, so the address taken once here stays valid for every later call.
@@ -404,7 +393,6 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>, path: string): MpiLi
     path,
     world,
     THREAD_MULTIPLE,
-    ANY_SOURCE,
 
     init(): number {
       requireMainThread('init');
@@ -418,8 +406,6 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>, path: string): MpiLi
       ready = true;
       return level;
     },
-
-    initialized: running,
 
     finalize(): void {
       requireMainThread('finalize');
@@ -453,11 +439,6 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>, path: string): MpiLi
     },
 
     dup: (c) => outHandle(MPI_Comm_dup(comm(c), cellAddr), 'MPI_Comm_dup'),
-
-    freeComm(c): void {
-      handles[CELL / 8] = comm(c);
-      check(MPI_Comm_free(cellAddr), 'MPI_Comm_free');
-    },
 
     isend(buf, dest, tag, c): Request {
       const h = comm(c);
@@ -574,13 +555,6 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>, path: string): MpiLi
 
     abort(c, code): void {
       check(MPI_Abort(comm(c), code), 'MPI_Abort');
-    },
-
-    tagUpperBound(): number {
-      const found = outInt(MPI_Comm_get_attr(comm(world), TAG_UB_KEYVAL, cellAddr, flagAddr), 'MPI_Comm_get_attr');
-      if (found === 0) throw new Error('MPI_Comm_get_attr: MPI_COMM_WORLD has no MPI_TAG_UB attribute');
-      // The attribute value is a pointer to the int Open MPI keeps.
-      return koffi.decode.int(handles[CELL / 8]);
     },
   };
   return binding;

@@ -9,10 +9,13 @@ import { execFileSync } from 'node:child_process';
 export const OPEN_MPI_INSTALL = 'apt-get install openmpi-bin libopenmpi-dev';
 
 /**
- * The mpirun program, checked to be Open MPI's.
+ * The mpirun program, checked (once per process) to be Open MPI's.
  * @throws Error naming the packages to install when there is no mpirun on PATH, or when it is another MPI's.
  */
+let found: string | undefined;
+
 export function findMpirun(): string {
+  if (found !== undefined) return found;
   let version: string;
   try {
     version = execFileSync('mpirun', ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -20,7 +23,8 @@ export function findMpirun(): string {
     throw new Error(`mpirun was not found on PATH: ${OPEN_MPI_INSTALL} (Debian/Ubuntu) installs Open MPI`);
   }
   if (!/Open MPI|OpenRTE/i.test(version)) throw new Error(`mpirun on PATH is not Open MPI's (${version.split('\n')[0]}): ${OPEN_MPI_INSTALL}`);
-  return 'mpirun';
+  found = 'mpirun';
+  return found;
 }
 
 /**
