@@ -12,6 +12,13 @@ import { tile } from './gemm';
  * packed A operand of P·V. Every operand is first copied into scratch padded to multiples of 8
  * (queries, keys, head dim) with zeros, so the 4×8 register tile of gemm.ts never needs an edge
  * case; padded keys are masked with −∞ and padded queries are never written back.
+ *
+ * Masks arrive as per-row key ranges (src/kernels/checks.ts keyRanges): query i sees keys
+ * [keyStart[i], keyEnd[i]) (empty when start ≥ end; end ≤ sk). A (query tile, key tile) pair
+ * is classified from the ranges of the tile's real rows ({@link tileKind}): no row sees a key of
+ * the tile → skipped without computing; every row sees every key → no masking; otherwise the
+ * scores are masked elementwise with vector compares. The forward also loops, per query tile,
+ * only over the key tiles overlapping the union of its rows' ranges.
  */
 
 /** Queries per tile (a multiple of 8, the register tile's width). */
@@ -72,31 +79,66 @@ function columnPanels(dst: usize, src: usize, rowsPadded: i32, dp: i32): void {
   return panels + (<usize>c * rowsPadded + <usize>r0 * 8) * 4;
 }
 
+/** A (query tile, key tile) pair that no row of the query tile sees any key of: skipped. */
+const TILE_EMPTY: i32 = 0;
+/** Every row of the query tile sees every key of the key tile: no masking. */
+const TILE_FULL: i32 = 1;
+/** Some but not all pairs visible: masked elementwise. */
+const TILE_MIXED: i32 = 2;
+
+/**
+ * How query rows [i0, i0 + n) see keys [j0, j1), from their ranges [start[i], end[i]):
+ * {@link TILE_EMPTY}, {@link TILE_FULL} or {@link TILE_MIXED}. A key j1 > sk (padding) is never
+ * visible, since end ≤ sk.
+ */
+function tileKind(start: usize, end: usize, i0: i32, n: i32, j0: i32, j1: i32): i32 {
+  let any = false;
+  let all = true;
+  for (let i = i0; i < i0 + n; i++) {
+    const s = load<i32>(start + <usize>i * 4);
+    const e = load<i32>(end + <usize>i * 4);
+    if (s > j0 || e < j1) all = false;
+    if (max(s, j0) < min(e, j1)) any = true;
+  }
+  return !any ? TILE_EMPTY : all ? TILE_FULL : TILE_MIXED;
+}
+
 /**
  * Scores of one tile, transposed: st[j][i] = Σ_c kPanels(j0+j, c)·qPanels(i0+i, c) for j < bcp
- * (a multiple of 4), i < brp (a multiple of 8); then −∞ where key j0+j ≥ sk or, when causal,
- * where the key comes after the query.
+ * (a multiple of 4), i < brp (a multiple of 8); then, for a {@link TILE_MIXED} tile, −∞ where
+ * key j0+j is outside query i0+i's range [start, end) (padded keys and padded queries, whose
+ * ranges are empty, included).
  */
-function scoresT(st: usize, kPanels: usize, qPanels: usize, dp: i32, j0: i32, bcp: i32, i0: i32, brp: i32, sk: i32, causal: bool): void {
+function scoresT(st: usize, kPanels: usize, qPanels: usize, dp: i32, j0: i32, bcp: i32, i0: i32, brp: i32, kind: i32, start: usize, end: usize): void {
   for (let jr = 0; jr < bcp; jr += 4) {
     const a = kPanels + <usize>((j0 + jr) * dp) * 4;
     for (let ir = 0; ir < brp; ir += 8) {
       tile(dp, a, 16, qPanels + <usize>((i0 + ir) * dp) * 4, 32, st + <usize>(jr * brp + ir) * 4, <usize>brp * 4, false);
     }
   }
-  const needsMask = j0 + bcp > sk || (causal && j0 + bcp - 1 > i0);
-  if (!needsMask) return;
-  const lane = i32x4(0, 1, 2, 3);
+  if (kind != TILE_MIXED) return;
   const negInf = f32x4.splat(-Infinity);
+  const rangeStart = start + <usize>i0 * 4;
+  const rangeEnd = end + <usize>i0 * 4;
   for (let j = 0; j < bcp; j++) {
-    const key = j0 + j;
+    const key = i32x4.splat(j0 + j);
     const row = st + <usize>(j * brp) * 4;
     for (let i = 0; i < brp; i += 4) {
-      let masked = i32x4.splat(key >= sk ? -1 : 0);
-      if (causal) masked = v128.or(masked, i32x4.lt_s(i32x4.add(i32x4.splat(i0 + i), lane), i32x4.splat(key)));
+      const masked = v128.or(i32x4.lt_s(key, v128.load(rangeStart + <usize>i * 4)), i32x4.ge_s(key, v128.load(rangeEnd + <usize>i * 4)));
       v128.store(row + <usize>i * 4, v128.bitselect(negInf, v128.load(row + <usize>i * 4), masked));
     }
   }
+}
+
+/**
+ * Copy the ranges keyStart, keyEnd [sq] into start, end [sqp] (scratch), padded queries given
+ * the empty range [0, 0), so the masking reads four rows at a time without an edge case.
+ */
+function padRanges(start: usize, end: usize, keyStart: usize, keyEnd: usize, sq: i32, sqp: i32): void {
+  memory.copy(start, keyStart, <usize>sq * 4);
+  memory.copy(end, keyEnd, <usize>sq * 4);
+  memory.fill(start + <usize>sq * 4, 0, <usize>(sqp - sq) * 4);
+  memory.fill(end + <usize>sq * 4, 0, <usize>(sqp - sq) * 4);
 }
 
 /**
@@ -107,17 +149,18 @@ export function attentionForwardScratchBytes(sq: i32, sk: i32, d: i32): f64 {
   const dp = <f64>roundUp(d, 8);
   const sqp = <f64>roundUp(sq, 8);
   const skp = <f64>roundUp(sk, 8);
-  // Row staging, K panels, V column panels, Q panels, Sᵀ tile, O accumulator, m, l.
-  return (max(skp, sqp) * dp + 2 * skp * dp + sqp * dp + <f64>(BC * BR) + <f64>BR * dp + <f64>(2 * BR)) * 4;
+  // Row staging, K panels, V column panels, Q panels, Sᵀ tile, O accumulator, m, l, padded ranges.
+  return (max(skp, sqp) * dp + 2 * skp * dp + sqp * dp + <f64>(BC * BR) + <f64>BR * dp + <f64>(2 * BR) + 2 * sqp) * 4;
 }
 
 /**
  * Kernels.attentionForward: writes out [Sq, H, d] and lse [Sq, H] (natural log; −∞ and out 0
- * for a row without visible keys). `causal` requires sq == sk (checked by the caller).
+ * for a row without visible keys). Query i sees keys [keyStart[i], keyEnd[i]) (i32 [sq] each,
+ * 0 ≤ start, end ≤ sk: checked by the caller).
  */
 export function attentionForward(
   q: usize, k: usize, v: usize, out: usize, lse: usize,
-  sq: i32, sk: i32, heads: i32, kvHeads: i32, d: i32, causal: bool, scale: f32, scratch: usize,
+  sq: i32, sk: i32, heads: i32, kvHeads: i32, d: i32, keyStart: usize, keyEnd: usize, scale: f32, scratch: usize,
 ): void {
   const dp = roundUp(d, 8);
   const sqp = roundUp(sq, 8);
@@ -131,6 +174,9 @@ export function attentionForward(
   const acc = st + <usize>(BC * BR) * 4;
   const mRow = acc + <usize>(BR * dp) * 4;
   const lRow = mRow + <usize>BR * 4;
+  const start = lRow + <usize>BR * 4;
+  const end = start + <usize>sqp * 4;
+  padRanges(start, end, keyStart, keyEnd, sq, sqp);
   for (let h = 0; h < heads; h++) {
     const kvh = h / group;
     if (h % group == 0) {
@@ -149,10 +195,23 @@ export function attentionForward(
         store<f32>(mRow + <usize>i * 4, -Infinity);
         store<f32>(lRow + <usize>i * 4, 0);
       }
-      const jEnd = causal ? min(sk, i0 + brp) : sk;
-      for (let j0 = 0; j0 < jEnd; j0 += BC) {
-        const bcp = roundUp(min(BC, jEnd - j0), 4);
-        scoresT(st, kPanels, qPanels, dp, j0, bcp, i0, brp, sk, causal);
+      // Key tiles over the union [lo, hi) of the real rows' ranges (4-aligned for the K panels).
+      const n = min(brp, sq - i0);
+      let lo = sk;
+      let hi = 0;
+      for (let i = i0; i < i0 + n; i++) {
+        const s = load<i32>(start + <usize>i * 4);
+        const e = load<i32>(end + <usize>i * 4);
+        if (s < e) {
+          lo = min(lo, s);
+          hi = max(hi, e);
+        }
+      }
+      for (let j0 = lo & ~3; j0 < hi; j0 += BC) {
+        const bcp = roundUp(min(BC, hi - j0), 4);
+        const kind = tileKind(start, end, i0, n, j0, j0 + bcp);
+        if (kind == TILE_EMPTY) continue;
+        scoresT(st, kPanels, qPanels, dp, j0, bcp, i0, brp, kind, start, end);
         onlineSoftmax(st, bcp, brp, mRow, lRow, acc, dp);
         // acc[i][:] += Σ_j P[i][j]·V[j][:]: A = Pᵀ read four queries at a time.
         for (let ir = 0; ir < brp; ir += 4) {
@@ -161,7 +220,7 @@ export function attentionForward(
           }
         }
       }
-      for (let i = 0; i < min(brp, sq - i0); i++) {
+      for (let i = 0; i < n; i++) {
         const l = load<f32>(lRow + <usize>i * 4);
         const o = at(out, i0 + i, heads, h, d, 0);
         const row = acc + <usize>(i * dp) * 4;
@@ -223,19 +282,21 @@ export function attentionBackwardScratchBytes(sq: i32, sk: i32, d: i32): f64 {
   const sqp = <f64>roundUp(sq, 8);
   const skp = <f64>roundUp(sk, 8);
   // Row staging; K panels and column panels, V panels, dK and dV accumulators; Q panels and
-  // column panels, dO panels and column panels, dQ accumulator; Pᵀ, dSᵀ, P, dS tiles; D and lse.
-  return (max(skp, sqp) * dp + 5 * skp * dp + 5 * sqp * dp + <f64>(4 * BC * BR) + 2 * sqp) * 4;
+  // column panels, dO panels and column panels, dQ accumulator; Pᵀ, dSᵀ, P, dS tiles; D and lse;
+  // padded ranges.
+  return (max(skp, sqp) * dp + 5 * skp * dp + 5 * sqp * dp + <f64>(4 * BC * BR) + 4 * sqp) * 4;
 }
 
 /**
  * Kernels.attentionBackward (FlashAttention-2 backward, algorithms.md §5): with P = e^(S − lse)
  * recomputed per tile and D_i = rowsum(dO_i ∘ O_i), accumulates dv += Pᵀ·dO,
- * dk += scale·dSᵀ·Q, dq += scale·dS·K with dS = P ∘ (dO·Vᵀ − D). Rows with lse −∞ contribute
- * nothing. `o` is the final merged output of these query rows.
+ * dk += scale·dSᵀ·Q, dq += scale·dS·K with dS = P ∘ (dO·Vᵀ − D), over the keys
+ * [keyStart[i], keyEnd[i]) of each query i (as in {@link attentionForward}). Rows with lse −∞
+ * contribute nothing. `o` is the final merged output of these query rows.
  */
 export function attentionBackward(
   q: usize, k: usize, v: usize, o: usize, lse: usize, dO: usize, dq: usize, dk: usize, dv: usize,
-  sq: i32, sk: i32, heads: i32, kvHeads: i32, d: i32, causal: bool, scale: f32, scratch: usize,
+  sq: i32, sk: i32, heads: i32, kvHeads: i32, d: i32, keyStart: usize, keyEnd: usize, scale: f32, scratch: usize,
 ): void {
   const dp = roundUp(d, 8);
   const sqp = roundUp(sq, 8);
@@ -260,6 +321,9 @@ export function attentionBackward(
   const ds = p + <usize>(BC * BR) * 4;
   const dRow = ds + <usize>(BC * BR) * 4;
   const lseRow = dRow + <usize>sqp * 4;
+  const start = lseRow + <usize>sqp * 4;
+  const end = start + <usize>sqp * 4;
+  padRanges(start, end, keyStart, keyEnd, sq, sqp);
   for (let kvh = 0; kvh < kvHeads; kvh++) {
     packRows(rows, k, sk, kvHeads, kvh, d, skp, dp, 1);
     panelize(kPanels, rows, skp, dp, 4);
@@ -294,11 +358,12 @@ export function attentionBackward(
       }
       for (let j0 = 0; j0 < sk; j0 += BC) {
         const bcp = roundUp(min(BC, sk - j0), 4);
-        // Causal: query tiles that end before this key tile's first key see none of it.
-        const iStart = causal ? j0 / BR * BR : 0;
-        for (let i0 = iStart; i0 < sqp; i0 += BR) {
+        for (let i0 = 0; i0 < sqp; i0 += BR) {
           const brp = min(BR, sqp - i0);
-          scoresT(pt, kPanels, qPanels, dp, j0, bcp, i0, brp, sk, causal);
+          // Pairs no row sees (e.g. above the causal diagonal) are skipped.
+          const kind = tileKind(start, end, i0, min(brp, sq - i0), j0, j0 + bcp);
+          if (kind == TILE_EMPTY) continue;
+          scoresT(pt, kPanels, qPanels, dp, j0, bcp, i0, brp, kind, start, end);
           probabilitiesT(pt, bcp, brp, lseRow + <usize>i0 * 4);
           // dPᵀ = V·dOᵀ, then dSᵀ = scale·Pᵀ ∘ (dPᵀ − D) in place.
           for (let jr = 0; jr < bcp; jr += 4) {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { hopPlan, hopScorePairs, ringPlans, ringSources } from '../src/attention/ring-plan.js';
+import { ringPlans, ringSources } from '../src/attention/ring-plan.js';
+import { SequenceLayout } from '../src/parallel/sequence-layout.js';
 import { launchRanks } from '../src/comm/backends.js';
 import type { Attention2dArgs, Attention2dResult } from './fixtures/attention-2d.js';
 import { assertClose, gatherHeadSplitLse, gatherRows, makeInputs, refBackward, refForward } from './helpers/attention-ref.js';
@@ -74,25 +75,34 @@ describe('2D-Attention (Ulysses × zigzag ring) against float64 single-device at
 
   it('F2: a backward whose hops differ from the forward\'s fails before any message', async () => {
     const l: Layout = { hp: 1, cp: 2, placement: 'head-first', heads: 1, kvHeads: 1, headDim: 4, seq: 16, causal: true };
-    await assert.rejects(launch(l, 'tampered-plan'), /ring backward hop 1: plan \(source \d, .*no mask\) differs from the forward's \(source \d, .*causal\)/);
-    await assert.rejects(launch(l, 'other-mask'), /ring backward hop 0: plan \(.*no mask\) differs from the forward's \(.*causal\)/);
+    await assert.rejects(launch(l, 'tampered-plan'), /ring backward hop 1: plan \(source \d, .*no mask, 32 visible pairs\) differs from the forward's \(source \d, .*causal offset 0, 32 visible pairs\)/);
+    await assert.rejects(launch(l, 'other-mask'), /ring backward hop 0: plan \(.*no mask, 64 visible pairs\) differs from the forward's \(.*causal offset 0, 36 visible pairs\)/);
   });
 });
 
-describe('zigzag ring block rules (algorithms.md §4)', () => {
-  it('every position computes 2c² + c score pairs at its own block and 2c² at every other step', () => {
-    for (const cp of [1, 2, 3, 4]) {
+describe('zigzag ring block rules (algorithms.md §4), read from the SequenceLayout', () => {
+  const layout = (cp: number, c: number, causal = true): SequenceLayout => new SequenceLayout({ hp: 1, cp, seqLen: 2 * c * cp, causal });
+
+  it('own block causal over all 2c tokens, an earlier source all queries × early c keys, a later source late c queries × all keys', () => {
+    for (const cp of [2, 3, 4]) {
       for (const c of [1, 2, 3]) {
-        let total = 0;
+        const l = layout(cp, c);
         for (let r = 0; r < cp; r++) {
-          ringPlans(r, cp, 2 * c, true).forEach((plan, step) => {
-            const pairs = hopScorePairs(plan);
-            assert.equal(pairs, step === 0 ? 2 * c * c + c : 2 * c * c, `cp=${cp} c=${c} position ${r} step ${step}`);
-            total += pairs;
+          ringPlans(l, r).forEach((plan, step) => {
+            const where = `cp=${cp} c=${c} position ${r} step ${step}`;
+            const rect = [plan.queryStart, plan.queryEnd, plan.keyStart, plan.keyEnd];
+            if (plan.source === r) {
+              assert.deepEqual(rect, [0, 2 * c, 0, 2 * c], where);
+              assert.deepEqual(plan.mask, { kind: 'causal', offset: 0 }, where);
+              assert.equal(plan.pairs, 2 * c * c + c, where);
+            } else {
+              assert.deepEqual(rect, plan.source < r ? [0, 2 * c, 0, c] : [c, 2 * c, 0, 2 * c], where);
+              assert.deepEqual(plan.mask, { kind: 'none' }, where);
+              assert.equal(plan.pairs, 2 * c * c, where);
+            }
           });
         }
-        const s = 2 * c * cp;
-        assert.equal(total, (s * (s + 1)) / 2, `cp=${cp} c=${c}: the ring covers S(S+1)/2 pairs`);
+        assert.equal(l.imbalance(), 1, `cp=${cp} c=${c}: zigzag balances one causal document exactly`);
       }
     }
   });
@@ -101,14 +111,16 @@ describe('zigzag ring block rules (algorithms.md §4)', () => {
     const cp = 4;
     const c = 3;
     const s = 2 * c * cp;
+    const l = layout(cp, c);
     // Local row i of ring position p is global token zig(p, i): chunk p, then chunk 2cp − 1 − p.
     const zig = (p: number, i: number) => (i < c ? p * c + i : (2 * cp - 1 - p) * c + i - c);
     const count = new Int32Array(s * s);
     for (let r = 0; r < cp; r++) {
-      for (const plan of ringPlans(r, cp, 2 * c, true)) {
+      assert.deepEqual(Array.from(l.positionTokens(r)), Array.from({ length: 2 * c }, (_, i) => zig(r, i)));
+      for (const plan of ringPlans(l, r)) {
         for (let i = plan.queryStart; i < plan.queryEnd; i++) {
           for (let j = plan.keyStart; j < plan.keyEnd; j++) {
-            if (plan.causal && j - plan.keyStart > i - plan.queryStart) continue;
+            if (plan.mask.kind === 'causal' && j - plan.keyStart > i - plan.queryStart + plan.mask.offset) continue;
             count[zig(r, i) * s + zig(plan.source, j)]! += 1;
           }
         }
@@ -121,9 +133,9 @@ describe('zigzag ring block rules (algorithms.md §4)', () => {
 
   it('plain ring sources, non-causal plans and bad positions', () => {
     assert.deepEqual(ringSources(1, 4), [1, 0, 3, 2]);
-    const nc = hopPlan(0, 2, 4, 6, false);
-    assert.deepEqual([nc.queryStart, nc.queryEnd, nc.keyStart, nc.keyEnd, nc.causal], [0, 6, 0, 6, false]);
-    assert.throws(() => hopPlan(4, 0, 4, 6, true), /position 4 must be an integer ring position in \[0, 4\)/);
-    assert.throws(() => hopPlan(0, 1, 4, 5, true), /even number of local tokens/);
+    const nc = layout(4, 3, false).hop(0, 2);
+    assert.deepEqual([nc.queryStart, nc.queryEnd, nc.keyStart, nc.keyEnd, nc.mask.kind, nc.pairs], [0, 6, 0, 6, 'none', 36]);
+    assert.throws(() => layout(4, 3).hop(4, 0), /position 4 must be an integer ring position in \[0, 4\)/);
+    assert.throws(() => new SequenceLayout({ hp: 1, cp: 4, seqLen: 20, causal: true }), /train\.seqLen = 20 is invalid: it must be a multiple of 8, from 2·sp = 8/);
   });
 });

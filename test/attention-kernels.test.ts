@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { LocalAttention } from '../src/attention/local.js';
+import type { AttentionMask, AttentionOptions } from '../src/kernels/kernels.js';
 import { replicatedKvHeads, replicateKvHeads, sumKvReplicas } from '../src/attention/ulysses.js';
 import { attentionBackward, attentionForward, mergeAttention } from '../src/kernels/reference/attention.js';
 import { Arena } from '../src/tensor/arena.js';
 import { Rng } from '../src/tensor/rng.js';
 import { Tensor } from '../src/tensor/tensor.js';
+import { SequenceLayout } from '../src/parallel/sequence-layout.js';
+import { localLayout } from './helpers/layouts.js';
 import { randomArray, refBackward, refForward, relError, type RefDims } from './helpers/attention-ref.js';
 
 const TOL = 1e-5;
@@ -29,19 +32,102 @@ function freeAll(...ts: Tensor[]): void {
   for (const t of ts) t.free();
 }
 
-interface Case extends RefDims {
-  label: string;
+const NONE: AttentionMask = { kind: 'none' };
+const CAUSAL: AttentionMask = { kind: 'causal', offset: 0 };
+
+/** Whether query i sees key j under `mask`, written from the mask's definition (kernels.ts). */
+function visibleOf(mask: AttentionMask): (i: number, j: number) => boolean {
+  switch (mask.kind) {
+    case 'none':
+      return () => true;
+    case 'causal':
+      return (i, j) => j <= i + mask.offset;
+    case 'documents':
+      return (i, j) => mask.keyStart[i]! <= j && j < mask.keyEnd[i]!;
+  }
 }
 
+/**
+ * Per-row ranges mixing every kind of row: empty (start = end, and start > end), a single key,
+ * the whole block, and random ranges whose bounds are not multiples of 4 or 8.
+ */
+function randomRanges(rng: Rng, sq: number, sk: number): AttentionMask {
+  const keyStart = new Int32Array(sq);
+  const keyEnd = new Int32Array(sq);
+  for (let i = 0; i < sq; i++) {
+    const a = rng.int(sk + 1);
+    const b = rng.int(sk + 1);
+    switch (i % 6) {
+      case 0: [keyStart[i], keyEnd[i]] = [a, a]; break;
+      case 1: [keyStart[i], keyEnd[i]] = [Math.max(a, b), Math.min(a, b)]; break;
+      case 2: [keyStart[i], keyEnd[i]] = sk > 0 ? [Math.min(a, sk - 1), Math.min(a, sk - 1) + 1] : [0, 0]; break;
+      case 3: [keyStart[i], keyEnd[i]] = [0, sk]; break;
+      default: [keyStart[i], keyEnd[i]] = [Math.min(a, b), Math.max(a, b)];
+    }
+  }
+  return { kind: 'documents', keyStart, keyEnd };
+}
+
+/**
+ * The mask of document-causal attention for query tokens [q0, q0 + sq) over key tokens
+ * [k0, k0 + sk) of a sequence cut into documents at cuSeqlens: token t sees the tokens of its
+ * own document up to itself, as rows of the key block.
+ */
+function documentMask(cuSeqlens: number[], q0: number, sq: number, k0: number, sk: number): AttentionMask {
+  const keyStart = new Int32Array(sq);
+  const keyEnd = new Int32Array(sq);
+  for (let i = 0; i < sq; i++) {
+    const t = q0 + i;
+    const doc = cuSeqlens.findIndex((c, n) => c <= t && t < cuSeqlens[n + 1]!);
+    keyStart[i] = Math.min(sk, Math.max(0, cuSeqlens[doc]! - k0));
+    keyEnd[i] = Math.max(keyStart[i]!, Math.min(sk, t + 1 - k0));
+  }
+  return { kind: 'documents', keyStart, keyEnd };
+}
+
+interface Case {
+  label: string;
+  sq: number;
+  sk: number;
+  heads: number;
+  kvHeads: number;
+  d: number;
+  mask: AttentionMask;
+}
+
+function refDims(c: Case, scale?: number): RefDims {
+  const { sq, sk, heads, kvHeads, d } = c;
+  return { sq, sk, heads, kvHeads, d, causal: false, visible: visibleOf(c.mask), ...(scale !== undefined ? { scale } : {}) };
+}
+
+const maskRng = new Rng(4242);
 const CASES: Case[] = [
-  { label: 'MHA causal', sq: 7, sk: 7, heads: 2, kvHeads: 2, d: 4, causal: true },
-  { label: 'MHA non-causal', sq: 7, sk: 7, heads: 2, kvHeads: 2, d: 4, causal: false },
-  { label: 'GQA non-causal rectangular, d odd', sq: 6, sk: 9, heads: 4, kvHeads: 2, d: 5, causal: false },
-  { label: 'GQA causal 3:1', sq: 8, sk: 8, heads: 6, kvHeads: 2, d: 3, causal: true },
-  { label: 'Sq = 1 non-causal, MQA', sq: 1, sk: 5, heads: 2, kvHeads: 1, d: 4, causal: false },
-  { label: 'Sq = Sk = 1 causal', sq: 1, sk: 1, heads: 2, kvHeads: 2, d: 4, causal: true },
-  { label: 'd = 1 causal', sq: 5, sk: 5, heads: 3, kvHeads: 3, d: 1, causal: true },
-  { label: 'd = 7 non-causal', sq: 4, sk: 6, heads: 2, kvHeads: 2, d: 7, causal: false },
+  { label: 'MHA causal', sq: 7, sk: 7, heads: 2, kvHeads: 2, d: 4, mask: CAUSAL },
+  { label: 'MHA non-causal', sq: 7, sk: 7, heads: 2, kvHeads: 2, d: 4, mask: NONE },
+  { label: 'GQA non-causal rectangular, d odd', sq: 6, sk: 9, heads: 4, kvHeads: 2, d: 5, mask: NONE },
+  { label: 'GQA causal 3:1', sq: 8, sk: 8, heads: 6, kvHeads: 2, d: 3, mask: CAUSAL },
+  { label: 'Sq = 1 non-causal, MQA', sq: 1, sk: 5, heads: 2, kvHeads: 1, d: 4, mask: NONE },
+  { label: 'Sq = Sk = 1 causal', sq: 1, sk: 1, heads: 2, kvHeads: 2, d: 4, mask: CAUSAL },
+  { label: 'd = 1 causal', sq: 5, sk: 5, heads: 3, kvHeads: 3, d: 1, mask: CAUSAL },
+  { label: 'd = 7 non-causal', sq: 4, sk: 6, heads: 2, kvHeads: 2, d: 7, mask: NONE },
+  { label: 'causal offset +3, Sq < Sk', sq: 5, sk: 9, heads: 2, kvHeads: 1, d: 4, mask: { kind: 'causal', offset: 3 } },
+  { label: 'causal offset −2 (rows 0, 1 see nothing), GQA', sq: 7, sk: 7, heads: 4, kvHeads: 2, d: 3, mask: { kind: 'causal', offset: -2 } },
+  { label: 'causal offset −3, Sq > Sk', sq: 9, sk: 4, heads: 2, kvHeads: 2, d: 5, mask: { kind: 'causal', offset: -3 } },
+  { label: 'causal offset past Sk (every key visible)', sq: 4, sk: 6, heads: 1, kvHeads: 1, d: 2, mask: { kind: 'causal', offset: 40 } },
+  { label: 'documents, random ranges with empty and single-key rows, MQA', sq: 13, sk: 11, heads: 3, kvHeads: 1, d: 5, mask: randomRanges(maskRng, 13, 11) },
+  { label: 'documents, random ranges, GQA d = 6', sq: 9, sk: 20, heads: 4, kvHeads: 2, d: 6, mask: randomRanges(maskRng, 9, 20) },
+  {
+    label: 'documents from cu_seqlens over a 30-token block',
+    sq: 30, sk: 30, heads: 2, kvHeads: 1, d: 4, mask: documentMask([0, 4, 5, 17, 30], 0, 30, 0, 30),
+  },
+  {
+    label: 'documents: query rows 5–29 of a 30-token block that starts mid-document',
+    sq: 25, sk: 30, heads: 2, kvHeads: 2, d: 3, mask: documentMask([0, 50, 61, 80, 200], 45, 25, 40, 30),
+  },
+  {
+    label: 'documents, every row empty',
+    sq: 5, sk: 6, heads: 2, kvHeads: 1, d: 4, mask: { kind: 'documents', keyStart: Int32Array.from([0, 3, 6, 5, 2]), keyEnd: Int32Array.from([0, 3, 6, 1, 0]) },
+  },
 ];
 
 describe('reference attention kernels against float64', () => {
@@ -54,9 +140,11 @@ describe('reference attention kernels against float64', () => {
       const dO = rand(rng, [c.sq, c.heads, c.d]);
       const out = Tensor.zeros(arena, [c.sq, c.heads, c.d]);
       const lse = Tensor.zeros(arena, [c.sq, c.heads]);
-      const opts = { causal: c.causal, scale: 1 / Math.sqrt(c.d) };
+      const opts: AttentionOptions = { mask: c.mask, scale: 1 / Math.sqrt(c.d) };
+      const dims = refDims(c);
       attentionForward(q, k, v, out, lse, opts);
-      const ref = refForward(q.data, k.data, v.data, c);
+      const ref = refForward(q.data, k.data, v.data, dims);
+      assertNoNaN('out', out.data);
       assertClose('out', out.data, ref.out);
       assertClose('lse', lse.data, ref.lse);
 
@@ -66,11 +154,20 @@ describe('reference attention kernels against float64', () => {
       const dv = rand(rng, [c.sk, c.kvHeads, c.d]);
       const start = [Float64Array.from(dq.data), Float64Array.from(dk.data), Float64Array.from(dv.data)];
       attentionBackward(q, k, v, out, lse, dO, dq, dk, dv, opts);
-      const g = refBackward(q.data, k.data, v.data, dO.data, c);
+      const g = refBackward(q.data, k.data, v.data, dO.data, dims);
       const plus = (a: Float64Array, b: Float64Array): Float64Array => a.map((x, i) => x + b[i]!);
       assertClose('dq', dq.data, plus(start[0]!, g.dq));
       assertClose('dk', dk.data, plus(start[1]!, g.dk));
       assertClose('dv', dv.data, plus(start[2]!, g.dv));
+      if (ref.lse.every((x) => x === -Infinity)) {
+        assert.deepEqual([dq.data, dk.data, dv.data].map((x) => Float64Array.from(x)), start, 'no visible key at all: gradients untouched');
+      }
+      // Rows that see no key: out exactly 0 and lse −∞ (the reference marks them −∞ too).
+      for (let i = 0; i < c.sq * c.heads; i++) {
+        if (ref.lse[i] !== -Infinity) continue;
+        assert.equal(lse.data[i], -Infinity, `lse[${i}] of a row without visible keys`);
+        assert.ok(out.data.subarray(i * c.d, (i + 1) * c.d).every((x) => x === 0), `out row ${i} without visible keys is 0`);
+      }
       freeAll(q, k, v, dO, out, lse, dq, dk, dv);
     });
   }
@@ -84,7 +181,7 @@ describe('reference attention kernels against float64', () => {
     const dO = rand(rng, [6, 4, 4]);
     const ref = refForward(q.data, k.data, v.data, dims);
     const grads = refBackward(q.data, k.data, v.data, dO.data, dims);
-    const opts = { causal: false, scale: 0.5 };
+    const opts: AttentionOptions = { mask: NONE, scale: 0.5 };
     const bounds: Array<[number, number]> = [[4, 4], [0, 3], [3, 4], [4, 10]];
     for (const order of [[0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 3, 2]]) {
       const o = Tensor.zeros(arena, [6, 4, 4]);
@@ -130,22 +227,68 @@ describe('reference attention kernels against float64', () => {
     const dq = Tensor.zeros(arena, [4, 2, 3]);
     const dk = Tensor.zeros(arena, [4, 2, 3]);
     const dv = Tensor.zeros(arena, [4, 2, 3]);
-    for (const causal of [true, false]) attentionBackward(q, k, v, o, lse, dO, dq, dk, dv, { causal, scale: 1 });
+    const docs: AttentionMask = { kind: 'documents', keyStart: Int32Array.from([0, 1, 2, 3]), keyEnd: Int32Array.from([4, 2, 2, 4]) };
+    for (const mask of [CAUSAL, NONE, { kind: 'causal', offset: -1 } as const, docs]) attentionBackward(q, k, v, o, lse, dO, dq, dk, dv, { mask, scale: 1 });
     for (const [name, t] of [['dq', dq], ['dk', dk], ['dv', dv]] as const) {
       assert.ok(t.data.every((x) => x === 0), `${name} is exactly 0`);
     }
     freeAll(q, k, v, dO, o, lse, dq, dk, dv);
   });
 
-  it('causal with Sq ≠ Sk and mismatched heads are rejected with the shapes named', () => {
+  it('key blocks under causal masks with offsets, merged, equal the full causal attention; their backwards sum to the full gradients', () => {
+    // Key block [s, e) of a causal sequence: query i sees global key s + j ≤ i, so offset −s.
+    const dims: RefDims = { sq: 11, sk: 11, heads: 2, kvHeads: 1, d: 3, causal: true };
+    const rng = new Rng(77);
+    const q = rand(rng, [11, 2, 3], 1.5);
+    const k = rand(rng, [11, 1, 3], 1.5);
+    const v = rand(rng, [11, 1, 3]);
+    const dO = rand(rng, [11, 2, 3]);
+    const ref = refForward(q.data, k.data, v.data, dims);
+    const grads = refBackward(q.data, k.data, v.data, dO.data, dims);
+    const o = Tensor.zeros(arena, [11, 2, 3]);
+    const l = Tensor.zeros(arena, [11, 2]);
+    l.data.fill(-Infinity);
+    const ob = Tensor.zeros(arena, [11, 2, 3]);
+    const lb = Tensor.zeros(arena, [11, 2]);
+    const bounds: Array<[number, number]> = [[0, 3], [3, 8], [8, 11]];
+    for (const [s, e] of bounds) {
+      attentionForward(q, k.rows(s, e), v.rows(s, e), ob, lb, { mask: { kind: 'causal', offset: -s }, scale: 1 / Math.sqrt(3) });
+      mergeAttention(o, l, ob, lb);
+    }
+    assertClose('merged out', o.data, ref.out);
+    assertClose('merged lse', l.data, ref.lse);
+    const dq = Tensor.zeros(arena, [11, 2, 3]);
+    const dk = Tensor.zeros(arena, [11, 1, 3]);
+    const dv = Tensor.zeros(arena, [11, 1, 3]);
+    for (const [s, e] of bounds) {
+      attentionBackward(q, k.rows(s, e), v.rows(s, e), o, l, dO, dq, dk.rows(s, e), dv.rows(s, e), { mask: { kind: 'causal', offset: -s }, scale: 1 / Math.sqrt(3) });
+    }
+    assertClose('dq from blocks', dq.data, grads.dq);
+    assertClose('dk from blocks', dk.data, grads.dk);
+    assertClose('dv from blocks', dv.data, grads.dv);
+    freeAll(q, k, v, dO, o, l, ob, lb, dq, dk, dv);
+  });
+
+  it('invalid masks and mismatched heads are rejected, naming the field or the shapes', () => {
     const q = Tensor.zeros(arena, [3, 2, 4]);
     const k = Tensor.zeros(arena, [5, 2, 4]);
     const k3 = Tensor.zeros(arena, [3, 3, 4]);
     const out = Tensor.zeros(arena, [3, 2, 4]);
     const lse = Tensor.zeros(arena, [3, 2]);
-    assert.throws(() => attentionForward(q, k, k, out, lse, { causal: true, scale: 1 }), /causal attention needs Sq = Sk.*Sq = 3, Sk = 5/);
-    assert.throws(() => attentionForward(q, k3, k3, out, lse, { causal: false, scale: 1 }), /q heads 2 must be a positive multiple of k heads 3/);
-    freeAll(q, k, k3, out, lse);
+    const docs = (keyStart: number[], keyEnd: number[]): AttentionOptions => ({
+      mask: { kind: 'documents', keyStart: Int32Array.from(keyStart), keyEnd: Int32Array.from(keyEnd) },
+      scale: 1,
+    });
+    assert.throws(() => attentionForward(q, k, k, out, lse, docs([0, 0, 0], [1, 6, 2])), /documents mask keyEnd\[1\] = 6 is outside \[0, Sk = 5\]/);
+    assert.throws(() => attentionForward(q, k, k, out, lse, docs([0, -1, 0], [1, 1, 2])), /documents mask keyStart\[1\] = -1 is outside \[0, Sk = 5\]/);
+    assert.throws(() => attentionForward(q, k, k, out, lse, docs([0, 0], [1, 1, 2])), /documents mask keyStart has 2 entries, expected one per query row \(Sq = 3\)/);
+    assert.throws(() => attentionForward(q, k, k, out, lse, docs([0, 0, 0], [1, 1, 2, 2])), /documents mask keyEnd has 4 entries, expected one per query row \(Sq = 3\)/);
+    assert.throws(() => attentionForward(q, k, k, out, lse, { mask: { kind: 'causal', offset: 0.5 }, scale: 1 }), /causal mask offset = 0.5 is invalid: it must be an integer/);
+    const [dq, dk, dv] = [Tensor.zeros(arena, [3, 2, 4]), Tensor.zeros(arena, [5, 2, 4]), Tensor.zeros(arena, [5, 2, 4])];
+    assert.throws(() => attentionBackward(q, k, k, out, lse, q, dq, dk, dv, docs([0, 0, 0], [1, 6, 2])), /documents mask keyEnd\[1\] = 6 is outside/);
+    assert.throws(() => attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { mask: { kind: 'causal', offset: Number.NaN }, scale: 1 }), /causal mask offset = NaN is invalid/);
+    assert.throws(() => attentionForward(q, k3, k3, out, lse, { mask: NONE, scale: 1 }), /q heads 2 must be a positive multiple of k heads 3/);
+    freeAll(q, k, k3, out, lse, dq, dk, dv);
   });
 });
 
@@ -237,18 +380,53 @@ describe('LocalAttention', () => {
     const dk = Tensor.zeros(arena, [9, 2, 6]);
     const dv = Tensor.zeros(arena, [9, 2, 6]);
     const live = arena.stats().liveBytes;
-    const attn = new LocalAttention({ kernels, heads: 4, kvHeads: 2, headDim: 6, causal: true });
-    const saved = attn.forward(q, k, v);
+    const attn = new LocalAttention({ kernels, heads: 4, kvHeads: 2, headDim: 6 });
+    const layout = localLayout(9);
+    const saved = attn.forward(q, k, v, layout);
     const ref = refForward(q.data, k.data, v.data, dims);
     assertClose('out', saved.out.data, ref.out);
-    attn.backward(saved, dO, dq, dk, dv);
+    attn.backward(saved, dO, dq, dk, dv, layout);
     assert.equal(arena.stats().liveBytes, live, 'backward frees the saved output and lse');
     const g = refBackward(q.data, k.data, v.data, dO.data, dims);
     assertClose('dq', dq.data, g.dq);
     assertClose('dk', dk.data, g.dk);
     assertClose('dv', dv.data, g.dv);
-    assert.throws(() => attn.forward(k, k, v), /q has shape \[9, 2, 6\], expected \[9, 4, 6\]/);
-    assert.throws(() => new LocalAttention({ kernels, heads: 6, kvHeads: 4, headDim: 6, causal: true }), /heads = 6 is not a multiple of kvHeads = 4/);
+    assert.throws(() => attn.forward(k, k, v, layout), /q has shape \[9, 2, 6\], expected \[9, 4, 6\]/);
+    assert.throws(() => attn.forward(q, k, v, localLayout(8)), /LocalAttention needs a single-rank layout \(hp = cp = 1\) of 9 tokens, got hp = 1, cp = 1, seqLen = 8/);
+    assert.throws(() => new LocalAttention({ kernels, heads: 6, kvHeads: 4, headDim: 6 }), /heads = 6 is not a multiple of kvHeads = 4/);
+    freeAll(q, k, v, dO, dq, dk, dv);
+  });
+
+  it('document masks with tail padding: documents see only themselves, padding rows give 0, lse −∞ and no gradient, never NaN', () => {
+    // Documents [0, 4) and [4, 7); tokens 7 and 8 are padding (cu_seqlens ends before S).
+    const cu = [0, 4, 7];
+    const docOf = (i: number): number => (i < 4 ? 0 : i < 7 ? 1 : -1);
+    const dims: RefDims = { sq: 9, sk: 9, heads: 2, kvHeads: 1, d: 4, causal: true, visible: (i, j) => docOf(i) >= 0 && docOf(i) === docOf(j) && j <= i };
+    const rng = new Rng(31);
+    const q = rand(rng, [9, 2, 4]);
+    const k = rand(rng, [9, 1, 4]);
+    const v = rand(rng, [9, 1, 4]);
+    const dO = rand(rng, [9, 2, 4]);
+    const dq = Tensor.zeros(arena, [9, 2, 4]);
+    const dk = Tensor.zeros(arena, [9, 1, 4]);
+    const dv = Tensor.zeros(arena, [9, 1, 4]);
+    const attn = new LocalAttention({ kernels, heads: 2, kvHeads: 1, headDim: 4 });
+    const layout = new SequenceLayout({ hp: 1, cp: 1, seqLen: 9, causal: true, cuSeqlens: Int32Array.from(cu) });
+    const saved = attn.forward(q, k, v, layout);
+    const out = saved.out.data.slice();
+    attn.backward(saved, dO, dq, dk, dv, layout);
+    const ref = refForward(q.data, k.data, v.data, dims);
+    const g = refBackward(q.data, k.data, v.data, dO.data, dims);
+    assertClose('out', out, ref.out);
+    for (const [name, x, want] of [['dq', dq.data, g.dq], ['dk', dk.data, g.dk], ['dv', dv.data, g.dv]] as const) {
+      assertNoNaN(name, x);
+      assertClose(name, x, want);
+    }
+    for (let i = 7 * 2 * 4; i < 9 * 2 * 4; i++) {
+      assert.equal(out[i], 0, `padding output ${i}`);
+      assert.equal(dq.data[i], 0, `padding dq ${i}`);
+    }
+    for (let i = 7 * 4; i < 9 * 4; i++) assert.equal(dk.data[i], 0, `padding dk ${i}`);
     freeAll(q, k, v, dO, dq, dk, dv);
   });
 });

@@ -13,6 +13,7 @@ import { ModelParams } from '../src/model/params.js';
 import { Arena } from '../src/tensor/arena.js';
 import { Rng } from '../src/tensor/rng.js';
 import { Tensor } from '../src/tensor/tensor.js';
+import { localLayout } from './helpers/layouts.js';
 import type { PolicyRun, PolicyTrainArgs } from './fixtures/policy-train.js';
 
 const MODEL: ModelConfig = {
@@ -42,7 +43,7 @@ function trainLocal(policy: CheckpointPolicy, layers: number): LocalRun {
     kernels,
     arena,
     MODEL,
-    () => new LocalAttention({ kernels, heads: MODEL.heads, kvHeads: MODEL.kvHeads, headDim: MODEL.dim / MODEL.heads, causal: true }),
+    () => new LocalAttention({ kernels, heads: MODEL.heads, kvHeads: MODEL.kvHeads, headDim: MODEL.dim / MODEL.heads }),
     { seed: 11, checkpoint: { policy, layers } },
   );
   const rng = new Rng(3);
@@ -58,7 +59,7 @@ function trainLocal(policy: CheckpointPolicy, layers: number): LocalRun {
     const before = arena.stats();
     run.liveBefore.push(before.liveBytes);
     run.activationsBefore.push(before.liveByCategory.activations);
-    run.losses.push(model.forward(tokens, positions, labels, 1 / SEQ));
+    run.losses.push(model.forward(tokens, positions, labels, 1 / SEQ, localLayout(SEQ)));
     run.savedAfterForward.push(arena.stats().liveByCategory.saved - before.liveByCategory.saved);
     model.backward();
     const after = arena.stats();
@@ -75,7 +76,7 @@ describe('checkpoint policy names and layers (F10)', () => {
   it('unknown policy names raise, naming the value and the valid names', () => {
     for (const bad of ['selective', 'Full', 'selective+', '', 'auto']) {
       assert.throws(
-        () => new Transformer(kernels, new Arena(4 << 20), MODEL, new LocalAttention({ kernels, heads: 4, kvHeads: 2, headDim: 8, causal: true }), { checkpoint: { policy: bad as CheckpointPolicy, layers: 1 } }),
+        () => new Transformer(kernels, new Arena(4 << 20), MODEL, new LocalAttention({ kernels, heads: 4, kvHeads: 2, headDim: 8 }), { checkpoint: { policy: bad as CheckpointPolicy, layers: 1 } }),
         (e: unknown) => e instanceof ConfigError && e.message.includes(`checkpoint.policy = ${JSON.stringify(bad)} is invalid`) && e.message.includes('"selective++"'),
       );
     }
@@ -140,16 +141,16 @@ describe('checkpoint policies on one rank', () => {
     const arena = new Arena(4 << 20);
     const params = new ModelParams(arena, MODEL);
     params.init(1);
-    const core = new LocalAttention({ kernels, heads: 4, kvHeads: 2, headDim: 8, causal: true });
+    const core = new LocalAttention({ kernels, heads: 4, kvHeads: 2, headDim: 8 });
     const block = new TransformerBlock(kernels, params, 0, core, 'selective++');
     const x = Tensor.from(arena, [6, 32], Array.from({ length: 6 * 32 }, (_, i) => Math.sin(i)), 'saved');
-    const { saved } = block.forward(x, Int32Array.from([0, 1, 2, 3, 4, 5]));
+    const { saved } = block.forward(x, { positions: Int32Array.from([0, 1, 2, 3, 4, 5]), layout: localLayout(6) });
     assert.equal(saved.policy, 'selective++');
     if (saved.policy !== 'selective++') return;
     const tampered = { ...saved, attn: { ...saved.attn, out: saved.attn.out.reshape([3, 8, 8]) } };
     const dy = Tensor.zeros(arena, [6, 32]);
     assert.throws(() => block.backward(tampered, dy, Tensor.zeros(arena, [6, 32])), /layer 0 recomputation: the kept attention output has shape \[3, 8, 8\] but the recomputed layer needs \[6, 4, 8\]/);
-    const short = { ...saved, positions: Int32Array.from([0, 1, 2]) };
+    const short = { ...saved, placement: { ...saved.placement, positions: Int32Array.from([0, 1, 2]) } };
     assert.throws(() => block.backward(short, dy, Tensor.zeros(arena, [6, 32])), /layer 0: positions has 3 entries but the layer input x has shape \[6, 32\]/);
   });
 });

@@ -5,7 +5,8 @@ import { dirname, join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
-import { configToToml, loadConfig, parseConfig } from '../src/train/config.js';
+import { packingOptions } from '../src/data/packing.js';
+import { configToToml, loadConfig, parseConfig, shardingOptions } from '../src/train/config.js';
 import { configError } from './helpers/config-error.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -138,6 +139,34 @@ describe('validation errors', () => {
   test('several problems are reported together', () => {
     const msg = configError(() => parseConfig({ train: { steps: -1, stepz: 1 }, optim: { lr: 'fast' } }, 'x.toml'), 'x.toml: 3 problems');
     for (const f of ['train.steps = -1', 'unknown key train.stepz', 'optim.lr = "fast"']) assert.ok(msg.includes(f), f);
+  });
+
+  test('data.packing, data.positions, parallel.sharding and parallel.balanceChunks', () => {
+    // Unset, they stay out of the config (it prints as before) and resolve to their defaults.
+    const plain = parseConfig({});
+    assert.equal('packing' in plain.data || 'positions' in plain.data || 'sharding' in plain.parallel || 'balanceChunks' in plain.parallel, false);
+    assert.deepEqual(packingOptions(plain.data), { packing: 'concat', positions: 'sequence' });
+    assert.deepEqual(shardingOptions(plain.parallel), { sharding: 'zigzag', balanceChunks: 8 });
+    const docs = parseConfig({ data: { packing: 'documents' } });
+    assert.deepEqual(packingOptions(docs.data), { packing: 'documents', positions: 'document' });
+    assert.deepEqual(packingOptions(parseConfig({ data: { packing: 'documents', positions: 'sequence' } }).data), { packing: 'documents', positions: 'sequence' });
+    const set = loadConfig(undefined, ['data.packing=documents', 'data.positions=document', 'parallel.sharding=balanced', 'parallel.balanceChunks=4']);
+    assert.deepEqual([set.data.packing, set.data.positions, set.parallel.sharding, set.parallel.balanceChunks], ['documents', 'document', 'balanced', 4]);
+    assert.deepEqual(shardingOptions(set.parallel), { sharding: 'balanced', balanceChunks: 4 });
+    assert.deepEqual(parseConfig(parseToml(configToToml(set))), set, 'the keys round-trip through configToToml');
+
+    configError(() => parseConfig({ data: { packing: 'packed' } }), 'data.packing = "packed"', '"concat", "documents"');
+    configError(() => parseConfig({ data: { positions: 'absolute' } }), 'data.positions = "absolute"', '"document", "sequence"');
+    configError(() => parseConfig({ parallel: { sharding: 'striped' } }), 'parallel.sharding = "striped"', '"zigzag", "balanced"');
+    configError(() => parseConfig({ parallel: { balanceChunks: 0 } }), 'parallel.balanceChunks = 0', '≥ 1');
+    configError(() => parseConfig({ parallel: { balanceChunks: 2.5 } }), 'parallel.balanceChunks = 2.5', 'an integer');
+    // positions = "document" needs documents: with concat (given or by default) it names both keys and what is valid.
+    for (const data of [{ positions: 'document' }, { packing: 'concat', positions: 'document' }]) {
+      configError(() => parseConfig({ data }), '1 problem', 'data.positions = "document"', 'data.packing = "concat"', 'data.packing = "documents"', 'data.positions = "sequence"');
+    }
+    const msg = configError(() => loadConfig(undefined, ['data.positions=document', 'optim.minLr=1']), '2 problems');
+    assert.ok(msg.includes('data.positions') && msg.includes('optim.minLr'), 'reported with the other cross-field problems');
+    configError(() => parseConfig({ data: { packings: 'documents' } }), 'unknown key data.packings', '(did you mean packing?)');
   });
 
   test('cross-field rules', () => {

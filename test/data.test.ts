@@ -4,12 +4,14 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { buildTokenStream, SequenceSampler, sequencePosition } from '../src/data/packing.js';
-import { shardSequence } from '../src/data/shard.js';
+import { buildTokenStream, packingOptions, type PackingOptions, type Sequence, SequenceSampler, sequencePosition } from '../src/data/packing.js';
+import { sequenceLayoutOf, shardSequence } from '../src/data/shard.js';
 import { detokeniseBrown, loadDocuments } from '../src/data/sources.js';
 import { createTokenizer, TOKENIZER_NAMES, TOKENIZER_VOCAB_SIZES } from '../src/data/tokenizer.js';
 import { ConfigError } from '../src/errors.js';
 import { ParallelDims, type Placement } from '../src/parallel/dims.js';
+import { SHARDINGS, type Sharding } from '../src/parallel/sequence-layout.js';
+import { Rng } from '../src/tensor/rng.js';
 
 // Compiled to dist/test/, the fixtures stay in test/fixtures/.
 const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '../../test/fixtures/data');
@@ -144,9 +146,10 @@ describe('tokenizers', () => {
 describe('packing and sampling', () => {
   const tok = createTokenizer('byte');
 
-  test('the stream is every document followed by a separator', () => {
-    const stream = buildTokenStream(['ab', '', 'c'], tok);
+  test('the stream is every document followed by a separator; docStarts says where each starts', () => {
+    const { stream, docStarts } = buildTokenStream(['ab', '', 'c'], tok);
     assert.deepEqual(Array.from(stream), [97, 98, 256, 256, 99, 256]);
+    assert.deepEqual(Array.from(docStarts), [0, 3, 4]);
   });
 
   test('windows of seqLen+1 at stride seqLen; labels shifted over the whole window', () => {
@@ -202,6 +205,204 @@ describe('packing and sampling', () => {
   });
 });
 
+describe('document packing', () => {
+  const tok = createTokenizer('byte');
+  const SEP = tok.separatorId;
+  const DOCS: PackingOptions = { packing: 'documents', positions: 'document' };
+
+  /**
+   * What every stream index holds, worked out from the documents' texts alone (ASCII text: one
+   * byte token per character, then the separator), not from docStarts or the sampler.
+   */
+  function layout(texts: readonly string[]): { token: number[]; doc: number[]; offset: number[] } {
+    const token: number[] = [];
+    const doc: number[] = [];
+    const offset: number[] = [];
+    texts.forEach((text, d) => {
+      for (let o = 0; o <= text.length; o++) {
+        token.push(o === text.length ? SEP : text.charCodeAt(o));
+        doc.push(d);
+        offset.push(o);
+      }
+    });
+    return { token, doc, offset };
+  }
+
+  /** Seeded ASCII documents: many shorter than a chunk (some empty), some longer than seqLen. */
+  function corpus(n: number, seed: number): string[] {
+    const rng = new Rng(seed);
+    return Array.from({ length: n }, () => {
+      const kind = rng.int(4);
+      const len = kind === 0 ? rng.int(4) : kind === 3 ? 17 + rng.int(24) : 4 + rng.int(9);
+      return Array.from({ length: len }, () => String.fromCharCode(97 + rng.int(26))).join('');
+    });
+  }
+
+  function sampler(texts: readonly string[], seqLen: number, seed: number, options?: PackingOptions): SequenceSampler {
+    const { stream, docStarts } = buildTokenStream(texts, tok);
+    return new SequenceSampler(stream, seqLen, seed, options === undefined ? undefined : { ...options, docStarts });
+  }
+
+  const arr = (a: Int32Array): number[] => Array.from(a);
+  const chars = (s: string): number[] => Array.from(s, (c) => c.charCodeAt(0));
+
+  test('the worked example of docs/data.md: documents of 5, 3 and 9 characters, seqLen 8', () => {
+    // Stream: a b c d e | f g h | i j k l m n o p q | (| = separator), documents at 0, 6, 10.
+    const s = sampler(['abcde', 'fgh', 'ijklmnopq'], 8, 1, DOCS);
+    assert.equal(s.count, 2); // ⌊(20 − 1) / 8⌋
+    const w0 = s.sequence(0);
+    assert.deepEqual(arr(w0.tokens), [...chars('abcde'), SEP, ...chars('fg')]);
+    assert.deepEqual(arr(w0.labels), [...chars('bcde'), SEP, -1, ...chars('gh')]);
+    assert.deepEqual(arr(w0.positions), [0, 1, 2, 3, 4, 5, 0, 1]);
+    assert.deepEqual(arr(w0.cuSeqlens), [0, 6, 8]);
+    // Window 1 starts inside "fgh": its first segment is that document's tail, positions continue.
+    const w1 = s.sequence(1);
+    assert.deepEqual(arr(w1.tokens), [...chars('h'), SEP, ...chars('ijklmn')]);
+    assert.deepEqual(arr(w1.labels), [SEP, -1, ...chars('jklmno')], 'the last label ("o") stays: it is in the same document');
+    assert.deepEqual(arr(w1.positions), [2, 3, 0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(arr(w1.cuSeqlens), [0, 2, 8]);
+  });
+
+  for (const seqLen of [8, 5, 16]) {
+    test(`every window agrees with the documents' texts (seqLen ${seqLen}): tokens, labels, positions, cu_seqlens`, () => {
+      const texts = corpus(60, 7);
+      const { token, doc, offset } = layout(texts);
+      const s = sampler(texts, seqLen, 3, DOCS);
+      assert.equal(s.count, Math.floor((token.length - 1) / seqLen));
+      let midStarts = 0;
+      let manySegments = 0;
+      for (let k = 0; k < s.count; k++) {
+        const { tokens, labels, positions, cuSeqlens } = s.sequence(k);
+        const at = (t: number): number => k * seqLen + t;
+        const cu = [0];
+        for (let t = 1; t < seqLen; t++) if (offset[at(t)] === 0) cu.push(t);
+        cu.push(seqLen);
+        assert.deepEqual(arr(tokens), Array.from({ length: seqLen }, (_, t) => token[at(t)]), `window ${k} tokens`);
+        assert.deepEqual(arr(positions), Array.from({ length: seqLen }, (_, t) => offset[at(t)]), `window ${k} positions`);
+        assert.deepEqual(arr(cuSeqlens), cu, `window ${k} cu_seqlens`);
+        assert.deepEqual(arr(labels), Array.from({ length: seqLen }, (_, t) => (doc[at(t) + 1] === doc[at(t)] ? token[at(t) + 1] : -1)), `window ${k} labels`);
+        if (offset[at(0)]! > 0) midStarts++;
+        if (cu.length > 3) manySegments++;
+      }
+      assert.ok(midStarts > 0 && manySegments > 0, `the corpus must exercise windows that start inside a document (${midStarts}) and windows of several short documents (${manySegments})`);
+    });
+  }
+
+  test('a document longer than seqLen is split over 3 windows with its positions continuing', () => {
+    // Stream: "ab|" at 0–2, 20 × "x" and its separator at 3–23, "cd|" at 24–26; seqLen 8 gives 3 windows.
+    const long = 'x'.repeat(20);
+    const s = sampler(['ab', long, 'cd'], 8, 5, DOCS);
+    assert.equal(s.count, 3);
+    const [w0, w1, w2] = [0, 1, 2].map((k) => s.sequence(k)) as [Sequence, Sequence, Sequence];
+    assert.deepEqual(arr(w0.cuSeqlens), [0, 3, 8]);
+    assert.deepEqual(arr(w0.positions), [0, 1, 2, 0, 1, 2, 3, 4]);
+    // Windows 1 and 2 hold only the long document's middle and tail: one segment, positions not from 0.
+    assert.deepEqual(arr(w1.cuSeqlens), [0, 8]);
+    assert.deepEqual(arr(w1.positions), [5, 6, 7, 8, 9, 10, 11, 12]);
+    assert.deepEqual(arr(w2.cuSeqlens), [0, 8]);
+    assert.deepEqual(arr(w2.positions), [13, 14, 15, 16, 17, 18, 19, 20]);
+    assert.equal(w1.positions[0], w0.positions[7]! + 1);
+    assert.equal(w2.positions[0], w1.positions[7]! + 1);
+    // Inside the long document every label is the next "x" (or its separator); after its separator (offset 20) the label is ignored.
+    assert.deepEqual(arr(w1.labels), Array(8).fill(120));
+    assert.deepEqual(arr(w2.labels), [...Array(6).fill(120), SEP, -1]);
+    assert.deepEqual(arr(w0.labels), [98, SEP, -1, ...Array(5).fill(120)]);
+  });
+
+  test('labels are ignored exactly after each document end and nowhere else', () => {
+    const texts = corpus(80, 11);
+    const seqLen = 8;
+    const docs = sampler(texts, seqLen, 9, DOCS);
+    const concat = sampler(texts, seqLen, 9);
+    let ignored = 0;
+    for (let k = 0; k < docs.count; k++) {
+      const d = docs.sequence(k);
+      const c = concat.sequence(k);
+      for (let t = 0; t < seqLen; t++) {
+        // The byte tokenizer never encodes text as the separator, so a separator token is a document end.
+        const atEnd = d.tokens[t] === SEP;
+        assert.equal(d.labels[t] === -1, atEnd, `window ${k} token ${t}`);
+        if (!atEnd) assert.equal(d.labels[t], c.labels[t]);
+        if (atEnd) ignored++;
+      }
+    }
+    assert.ok(ignored > 0);
+    assert.ok(arr(concat.sequence(0).labels).every((l) => l >= 0), 'concat ignores no label');
+  });
+
+  test('concat mode is unchanged: stream slices, cu_seqlens [0, S], positions 0 … S − 1', () => {
+    const texts = corpus(40, 13);
+    const { token } = layout(texts);
+    const seqLen = 8;
+    const plain = sampler(texts, seqLen, 21);
+    const explicit = sampler(texts, seqLen, 21, { packing: 'concat', positions: 'sequence' });
+    const docs = sampler(texts, seqLen, 21, DOCS);
+    for (let k = 0; k < plain.count; k++) {
+      const seq = plain.sequence(k);
+      assert.deepEqual(arr(seq.tokens), token.slice(k * seqLen, k * seqLen + seqLen));
+      assert.deepEqual(arr(seq.labels), token.slice(k * seqLen + 1, k * seqLen + seqLen + 1));
+      assert.deepEqual(arr(seq.cuSeqlens), [0, seqLen]);
+      assert.deepEqual(arr(seq.positions), Array.from({ length: seqLen }, (_, t) => t));
+      assert.deepEqual(explicit.sequence(k), seq);
+      assert.deepEqual(docs.sequence(k).tokens, seq.tokens, 'the same windows with documents');
+    }
+    // The same window order in every mode (the order depends only on the window count and seed).
+    for (let pos = 0; pos < 3 * plain.count; pos++) assert.equal(docs.windowAt(pos), plain.windowAt(pos));
+  });
+
+  test('positions = "sequence" with documents: positions 0 … S − 1, document segments and ignored labels kept', () => {
+    const texts = corpus(40, 17);
+    const seqLen = 8;
+    const byDoc = sampler(texts, seqLen, 2, DOCS);
+    const bySeq = sampler(texts, seqLen, 2, { packing: 'documents', positions: 'sequence' });
+    for (let k = 0; k < byDoc.count; k++) {
+      const d = byDoc.sequence(k);
+      const s = bySeq.sequence(k);
+      assert.deepEqual(arr(s.positions), Array.from({ length: seqLen }, (_, t) => t));
+      assert.deepEqual(s.cuSeqlens, d.cuSeqlens);
+      assert.deepEqual(s.labels, d.labels);
+      assert.deepEqual(s.tokens, d.tokens);
+    }
+  });
+
+  test('the sampler is a pure function of stream, docStarts, seqLen, seed, position and options', () => {
+    const texts = corpus(50, 19);
+    const { stream, docStarts } = buildTokenStream(texts, tok);
+    const shared = (a: Int32Array): Int32Array => {
+      const s = new Int32Array(new SharedArrayBuffer(a.byteLength));
+      s.set(a);
+      return s;
+    };
+    const walked = new SequenceSampler(stream, 8, 42, { ...DOCS, docStarts });
+    const seen = Array.from({ length: 3 * walked.count }, (_, pos) => walked.globalSequence(pos));
+    // A resumed run: a fresh sampler (here over the ranks' shared buffers) jumping straight to a position.
+    const resumed = new SequenceSampler(shared(stream), 8, 42, { ...DOCS, docStarts: shared(docStarts) });
+    for (const pos of [2 * walked.count + 5, 3, walked.count, 0, walked.count - 1]) assert.deepEqual(resumed.globalSequence(pos), seen[pos]);
+    const other = new SequenceSampler(stream, 8, 43, { ...DOCS, docStarts });
+    assert.notDeepEqual(
+      Array.from({ length: walked.count }, (_, i) => other.windowAt(i)),
+      Array.from({ length: walked.count }, (_, i) => walked.windowAt(i)),
+    );
+  });
+
+  test('packing options: defaults, and errors naming the keys and the valid values', () => {
+    assert.deepEqual(packingOptions({}), { packing: 'concat', positions: 'sequence' });
+    assert.deepEqual(packingOptions({ packing: 'documents' }), { packing: 'documents', positions: 'document' });
+    assert.deepEqual(packingOptions({ packing: 'documents', positions: 'sequence' }), { packing: 'documents', positions: 'sequence' });
+    const both = ['data.positions = "document"', 'data.packing = "concat"', 'data.packing = "documents"', 'data.positions = "sequence"'];
+    throwsConfig(() => packingOptions({ positions: 'document' }), ...both);
+    throwsConfig(() => packingOptions({ packing: 'concat', positions: 'document' }), ...both);
+    const { stream, docStarts } = buildTokenStream(['abcdefghij'], tok);
+    throwsConfig(() => new SequenceSampler(stream, 4, 1, { positions: 'document', docStarts }), ...both);
+    throwsConfig(() => packingOptions({ packing: 'packed' as 'concat' }), 'data.packing = "packed"', '"concat", "documents"');
+    throwsConfig(() => packingOptions({ packing: 'documents', positions: 'token' as 'sequence' }), 'data.positions = "token"', '"document", "sequence"');
+    assert.throws(() => new SequenceSampler(stream, 4, 1, { packing: 'documents' }), /needs the document starts/);
+    assert.throws(() => new SequenceSampler(stream, 4, 1, { packing: 'documents', docStarts: Int32Array.of(1) }), /docStarts\[0\] = 1/);
+    assert.throws(() => new SequenceSampler(stream, 4, 1, { packing: 'documents', docStarts: Int32Array.of(0, 5, 5) }), /docStarts\[2\] = 5/);
+    assert.throws(() => new SequenceSampler(stream, 4, 1, { packing: 'documents', docStarts: Int32Array.of(0, 11) }), /docStarts\[1\] = 11/);
+  });
+});
+
 describe('shardSequence', () => {
   const layouts: { dp: number; hp: number; cp: number; placement: Placement }[] = [
     { dp: 1, hp: 2, cp: 4, placement: 'head-first' },
@@ -211,29 +412,42 @@ describe('shardSequence', () => {
     { dp: 1, hp: 4, cp: 1, placement: 'head-first' },
     { dp: 1, hp: 1, cp: 1, placement: 'head-first' },
   ];
+  const shardOf = (dims: ParallelDims, rank: number, seq: Sequence, sharding: Sharding = 'zigzag') => {
+    const { h, c } = dims.coords(rank);
+    return shardSequence(sequenceLayoutOf(dims, seq, { causal: true, sharding, balanceChunks: 4 }), h, c, seq);
+  };
 
   for (const layout of layouts) {
-    test(`every rank's shard reassembles the sequence: ${JSON.stringify(layout)}`, () => {
-      const dims = new ParallelDims(layout);
-      const seqLen = 4 * dims.sp * 2;
-      const tokens = Int32Array.from({ length: seqLen }, (_, i) => 1000 + i * 3);
-      const labels = Int32Array.from({ length: seqLen }, (_, i) => 5000 + i * 11);
-      for (let block = 0; block < dims.dp; block++) {
-        const seenTok = new Int32Array(seqLen).fill(-1);
-        const seenLab = new Int32Array(seqLen).fill(-1);
-        for (const rank of dims.spGroup(block * dims.sp)) {
-          const shard = shardSequence(dims, rank, tokens, labels);
-          assert.equal(shard.tokens.length, seqLen / dims.sp);
-          shard.positions.forEach((p, i) => {
-            assert.equal(seenTok[p], -1, `position ${p} held twice`);
-            seenTok[p] = shard.tokens[i]!;
-            seenLab[p] = shard.labels[i]!;
-          });
+    for (const sharding of SHARDINGS) {
+      test(`every rank's shard reassembles the sequence (${sharding}): ${JSON.stringify(layout)}`, () => {
+        const dims = new ParallelDims(layout);
+        const seqLen = 4 * dims.sp * 2;
+        const tokens = Int32Array.from({ length: seqLen }, (_, i) => 1000 + i * 3);
+        const labels = Int32Array.from({ length: seqLen }, (_, i) => 5000 + i * 11);
+        // RoPE positions that are not the sequence index, so the test sees which array each shard reads.
+        const positions = Int32Array.from({ length: seqLen }, (_, i) => i % 5);
+        const seq: Sequence = { tokens, labels, positions, cuSeqlens: Int32Array.of(0, 3, seqLen - 1, seqLen) };
+        for (let block = 0; block < dims.dp; block++) {
+          const seenTok = new Int32Array(seqLen).fill(-1);
+          const seenLab = new Int32Array(seqLen).fill(-1);
+          const seenPos = new Int32Array(seqLen).fill(-1);
+          for (const rank of dims.spGroup(block * dims.sp)) {
+            const shard = shardOf(dims, rank, seq, sharding);
+            assert.equal(shard.tokens.length, seqLen / dims.sp);
+            shard.tokens.forEach((t, i) => {
+              const g = (t - 1000) / 3;
+              assert.equal(seenTok[g], -1, `token ${g} held twice`);
+              seenTok[g] = t;
+              seenLab[g] = shard.labels[i]!;
+              seenPos[g] = shard.positions[i]!;
+            });
+          }
+          assert.deepEqual(seenTok, tokens);
+          assert.deepEqual(seenLab, labels);
+          assert.deepEqual(seenPos, positions);
         }
-        assert.deepEqual(seenTok, tokens);
-        assert.deepEqual(seenLab, labels);
-      }
-    });
+      });
+    }
   }
 
   test('hp=2, cp=4 matches the table of algorithms.md §2 for both placements', () => {
@@ -250,7 +464,7 @@ describe('shardSequence', () => {
       for (let rank = 0; rank < 8; rank++) {
         const first = table[placement][rank]! * unit;
         const expected = Array.from({ length: 2 * unit }, (_, i) => first + i);
-        const shard = shardSequence(dims, rank, tokens, tokens);
+        const shard = shardOf(dims, rank, { tokens, labels: tokens, positions: tokens, cuSeqlens: Int32Array.of(0, seqLen) });
         assert.deepEqual(Array.from(shard.positions), expected, `${placement} rank ${rank}`);
         assert.deepEqual(Array.from(shard.tokens), expected);
       }
@@ -259,7 +473,8 @@ describe('shardSequence', () => {
 
   test('a length that is not a multiple of 2·sp, or mismatched labels, is refused', () => {
     const dims = new ParallelDims({ dp: 1, hp: 2, cp: 2, placement: 'head-first' });
-    throwsConfig(() => shardSequence(dims, 0, new Int32Array(12), new Int32Array(12)), 'train.seqLen = 12', '2·sp = 8');
-    assert.throws(() => shardSequence(dims, 0, new Int32Array(16), new Int32Array(15)), /16 tokens but 15 labels/);
+    const seq = (n: number, labels = n): Sequence => ({ tokens: new Int32Array(n), labels: new Int32Array(labels), positions: new Int32Array(n), cuSeqlens: Int32Array.of(0, n) });
+    throwsConfig(() => shardOf(dims, 0, seq(12)), 'train.seqLen = 12', '2·sp = 8');
+    assert.throws(() => shardOf(dims, 0, seq(16, 15)), /16 tokens but 15 labels/);
   });
 });

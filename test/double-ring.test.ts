@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { before, describe, it } from 'node:test';
 import { ringTopology } from '../src/attention/ring-groups.js';
-import { checkSamePlans, hopPlan, hopScorePairs, ringPlans, ringSources } from '../src/attention/ring-plan.js';
+import { checkSamePlans, ringPlans, ringSources } from '../src/attention/ring-plan.js';
+import { SequenceLayout } from '../src/parallel/sequence-layout.js';
 import { GROUP_KINDS, type GroupKind, type ProcessGroup } from '../src/comm/process-group.js';
 import { launchRanks } from '../src/comm/backends.js';
 import { Tracer, type TraceEvent } from '../src/comm/trace.js';
 import { divisors, ParallelDims, PLACEMENTS, type Placement } from '../src/parallel/dims.js';
-import type { AttentionOutputs, DoubleRingArgs, RingCase, RingCaseResult } from './fixtures/attention-double-ring.js';
+import { caseLayout, type AttentionOutputs, type DoubleRingArgs, type RingCase, type RingCaseResult } from './fixtures/attention-double-ring.js';
 import { assertClose, gatherHeadSplitLse, gatherRows, makeInputs, refBackward, refForward, relError } from './helpers/attention-ref.js';
 
 const ENTRY = fileURLToPath(new URL('./fixtures/attention-double-ring.js', import.meta.url));
@@ -338,10 +339,11 @@ function checkTrace(c: RingCase, r: RingCaseResult): void {
       const computes = inPass.filter((e) => e.cat === 'compute').sort((a, b) => a.ts - b.ts);
       assert.deepEqual(computes.map((e) => e.args!.source), sources.slice(j * c.w, (j + 1) * c.w), `${label} ${dir} pass ${j}: block sources`);
       for (const e of computes) {
-        const plan = hopPlan(p, e.args!.source as number, c.cp, tokens, c.causal);
-        const got = { source: e.args!.source, queryStart: e.args!.queryStart, queryEnd: e.args!.queryEnd, keyStart: e.args!.keyStart, keyEnd: e.args!.keyEnd, causal: e.args!.causal === 1 };
-        assert.deepEqual(got, plan, `${label} ${dir} pass ${j}: block rectangle`);
-        assert.equal(hopScorePairs(plan), plan.source === p ? 2 * half * half + half : 2 * half * half, `${label}: zigzag balance`);
+        const plan = caseLayout(c).hop(p, e.args!.source as number);
+        const got = { source: e.args!.source, queryStart: e.args!.queryStart, queryEnd: e.args!.queryEnd, keyStart: e.args!.keyStart, keyEnd: e.args!.keyEnd, mask: e.args!.mask, pairs: e.args!.pairs };
+        const want = { source: plan.source, queryStart: plan.queryStart, queryEnd: plan.queryEnd, keyStart: plan.keyStart, keyEnd: plan.keyEnd, mask: plan.mask.kind, pairs: plan.pairs };
+        assert.deepEqual(got, want, `${label} ${dir} pass ${j}: block rectangle`);
+        if (c.causal) assert.equal(plan.pairs, plan.source === p ? 2 * half * half + half : 2 * half * half, `${label}: zigzag balance`);
       }
       const sends = inPass.filter((e) => e.name === 'post inner KV send').sort((a, b) => a.ts - b.ts);
       const recvWaits = inPass.filter((e) => e.name === 'wait inner KV recv').sort((a, b) => a.ts - b.ts);
@@ -395,11 +397,11 @@ describe('double ring plans (algorithms.md §1, §4)', () => {
           const zig = (p: number, i: number) => (i < c ? p * c + i : (2 * cp - 1 - p) * c + i - c);
           const count = new Int32Array(s * s);
           for (let p = 0; p < cp; p++) {
-            ringPlans(p, cp, 2 * c, true, w).forEach((plan, hop) => {
-              assert.equal(hopScorePairs(plan), plan.source === p ? 2 * c * c + c : 2 * c * c, `cp=${cp} w=${w} c=${c} p=${p} hop ${hop}`);
+            ringPlans(new SequenceLayout({ hp: 1, cp, seqLen: s, causal: true }), p, w).forEach((plan, hop) => {
+              assert.equal(plan.pairs, plan.source === p ? 2 * c * c + c : 2 * c * c, `cp=${cp} w=${w} c=${c} p=${p} hop ${hop}`);
               for (let i = plan.queryStart; i < plan.queryEnd; i++) {
                 for (let j = plan.keyStart; j < plan.keyEnd; j++) {
-                  if (plan.causal && j - plan.keyStart > i - plan.queryStart) continue;
+                  if (plan.mask.kind === 'causal' && j - plan.keyStart > i - plan.queryStart + plan.mask.offset) continue;
                   count[zig(p, i) * s + zig(plan.source, j)]! += 1;
                 }
               }
@@ -415,7 +417,8 @@ describe('double ring plans (algorithms.md §1, §4)', () => {
 
   it('F2: a backward planned with another inner ring size fails naming the hop', () => {
     assert.deepEqual(ringSources(0, 4, 2), [0, 1, 2, 3]);
-    assert.throws(() => checkSamePlans(ringPlans(0, 4, 4, true, 2), ringPlans(0, 4, 4, true)), /ring backward hop 1: plan \(source 3, .*\) differs from the forward's \(source 1, /);
+    const l = new SequenceLayout({ hp: 1, cp: 4, seqLen: 16, causal: true });
+    assert.throws(() => checkSamePlans(ringPlans(l, 0, 2), ringPlans(l, 0)), /ring backward hop 1: plan \(source 3, .*\) differs from the forward's \(source 1, /);
   });
 
   it('inner/outer groups must be given together and be the rank\'s rings of the cp group', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Kernels } from '../src/kernels/kernels.js';
+import type { AttentionMask, AttentionOptions, Kernels } from '../src/kernels/kernels.js';
 import { referenceKernels as R } from '../src/kernels/reference/index.js';
 import { checkScratchBytes } from '../src/kernels/wasm/checks.js';
 import { createWasmKernels, wasmAvailable, type WasmSimd } from '../src/kernels/wasm/index.js';
@@ -62,6 +62,81 @@ function assertClose(what: string, got: ArrayLike<number>, want: ArrayLike<numbe
 
 function randomInts(n: number, lo: number, hi: number): Int32Array {
   return Int32Array.from({ length: n }, () => lo + rng.int(hi - lo));
+}
+
+const NONE: AttentionMask = { kind: 'none' };
+const CAUSAL: AttentionMask = { kind: 'causal', offset: 0 };
+
+/** Whether query i sees key j under `mask`, written from the mask's definition (kernels.ts). */
+function visibleOf(mask: AttentionMask): (i: number, j: number) => boolean {
+  switch (mask.kind) {
+    case 'none':
+      return () => true;
+    case 'causal':
+      return (i, j) => j <= i + mask.offset;
+    case 'documents':
+      return (i, j) => mask.keyStart[i]! <= j && j < mask.keyEnd[i]!;
+  }
+}
+
+/**
+ * Per-row ranges mixing every kind of row: empty (start = end, and start > end), a single key,
+ * the whole block, and random ranges whose bounds are not multiples of 4 or 8.
+ */
+function randomRanges(sq: number, sk: number): AttentionMask {
+  const keyStart = new Int32Array(sq);
+  const keyEnd = new Int32Array(sq);
+  for (let i = 0; i < sq; i++) {
+    const a = rng.int(sk + 1);
+    const b = rng.int(sk + 1);
+    switch (i % 6) {
+      case 0: [keyStart[i], keyEnd[i]] = [a, a]; break;
+      case 1: [keyStart[i], keyEnd[i]] = [Math.max(a, b), Math.min(a, b)]; break;
+      case 2: [keyStart[i], keyEnd[i]] = [Math.min(a, sk - 1), Math.min(a, sk - 1) + 1]; break;
+      case 3: [keyStart[i], keyEnd[i]] = [0, sk]; break;
+      default: [keyStart[i], keyEnd[i]] = [Math.min(a, b), Math.max(a, b)];
+    }
+  }
+  return { kind: 'documents', keyStart, keyEnd };
+}
+
+/**
+ * The mask of document-causal attention for query tokens [q0, q0 + sq) over key tokens
+ * [k0, k0 + sk) of a sequence cut into documents at cuSeqlens: token t sees the tokens of its
+ * own document up to itself, as rows of the key block.
+ */
+function documentMask(cuSeqlens: number[], q0: number, sq: number, k0: number, sk: number): AttentionMask {
+  const keyStart = new Int32Array(sq);
+  const keyEnd = new Int32Array(sq);
+  for (let i = 0; i < sq; i++) {
+    const t = q0 + i;
+    const doc = cuSeqlens.findIndex((c, n) => c <= t && t < cuSeqlens[n + 1]!);
+    keyStart[i] = Math.min(sk, Math.max(0, cuSeqlens[doc]! - k0));
+    keyEnd[i] = Math.max(keyStart[i]!, Math.min(sk, t + 1 - k0));
+  }
+  return { kind: 'documents', keyStart, keyEnd };
+}
+
+/** Rows i < split see a few keys at the start, the others a few at the end: interior key tiles are seen by no row. */
+function farRanges(sq: number, sk: number, split: number): AttentionMask {
+  const keyStart = Int32Array.from({ length: sq }, (_, i) => (i < split ? 0 : sk - 10 - (i % 4)));
+  const keyEnd = Int32Array.from({ length: sq }, (_, i) => (i < split ? 5 + (i % 3) : sk));
+  return { kind: 'documents', keyStart, keyEnd };
+}
+
+interface AttentionCase {
+  label?: string;
+  sq: number;
+  sk: number;
+  heads: number;
+  kvHeads: number;
+  d: number;
+  mask: AttentionMask;
+}
+
+function refDims(c: AttentionCase, scale: number): RefDims {
+  const { sq, sk, heads, kvHeads, d } = c;
+  return { sq, sk, heads, kvHeads, d, causal: false, visible: visibleOf(c.mask), scale };
 }
 
 /** Bytes the arena gives a tensor of `elements` f32 values (rounded up to 64). */
@@ -156,20 +231,41 @@ for (const simd of BUILDS) {
       freeAll(a, b, c);
     });
 
-    const attentionCases: Array<RefDims & { label: string }> = [
-      { label: 'headDim 1, causal, one row', sq: 1, sk: 1, heads: 1, kvHeads: 1, d: 1, causal: true },
-      { label: 'headDim 1, non-causal rectangular', sq: 5, sk: 9, heads: 2, kvHeads: 1, d: 1, causal: false },
-      { label: 'MHA causal, sizes not multiples of 4', sq: 7, sk: 7, heads: 2, kvHeads: 2, d: 6, causal: true },
-      { label: 'GQA 4:2 non-causal, d = 12', sq: 11, sk: 13, heads: 4, kvHeads: 2, d: 12, causal: false },
-      { label: 'GQA 3:1 causal over several tiles (S = 130 > 64)', sq: 130, sk: 130, heads: 3, kvHeads: 1, d: 16, causal: true },
-      { label: 'non-causal over several tiles, d = 64', sq: 70, sk: 131, heads: 2, kvHeads: 1, d: 64, causal: false },
-      { label: 'headDim 128, causal', sq: 67, sk: 67, heads: 2, kvHeads: 2, d: 128, causal: true },
+    const attentionCases: Array<AttentionCase & { label: string }> = [
+      { label: 'headDim 1, causal, one row', sq: 1, sk: 1, heads: 1, kvHeads: 1, d: 1, mask: CAUSAL },
+      { label: 'headDim 1, non-causal rectangular', sq: 5, sk: 9, heads: 2, kvHeads: 1, d: 1, mask: NONE },
+      { label: 'MHA causal, sizes not multiples of 4', sq: 7, sk: 7, heads: 2, kvHeads: 2, d: 6, mask: CAUSAL },
+      { label: 'GQA 4:2 non-causal, d = 12', sq: 11, sk: 13, heads: 4, kvHeads: 2, d: 12, mask: NONE },
+      { label: 'GQA 3:1 causal over several tiles (S = 130 > 64)', sq: 130, sk: 130, heads: 3, kvHeads: 1, d: 16, mask: CAUSAL },
+      { label: 'non-causal over several tiles, d = 64', sq: 70, sk: 131, heads: 2, kvHeads: 1, d: 64, mask: NONE },
+      { label: 'headDim 128, causal', sq: 67, sk: 67, heads: 2, kvHeads: 2, d: 128, mask: CAUSAL },
+      { label: 'causal offset +63, Sq = 70 < Sk = 133', sq: 70, sk: 133, heads: 2, kvHeads: 1, d: 16, mask: { kind: 'causal', offset: 63 } },
+      { label: 'causal offset −70, Sq = 133 > Sk = 70 (rows 0–69 see nothing)', sq: 133, sk: 70, heads: 3, kvHeads: 3, d: 8, mask: { kind: 'causal', offset: -70 } },
+      { label: 'causal offset −5, Sq = Sk = 130, GQA 4:2, d = 5', sq: 130, sk: 130, heads: 4, kvHeads: 2, d: 5, mask: { kind: 'causal', offset: -5 } },
+      { label: 'documents, random ranges (empty, single key, unaligned), GQA 4:2, d = 5, Sq = 70, Sk = 133', sq: 70, sk: 133, heads: 4, kvHeads: 2, d: 5, mask: randomRanges(70, 133) },
+      { label: 'documents, random ranges, MQA 3:1, d = 64, Sq = 70, Sk = 133', sq: 70, sk: 133, heads: 3, kvHeads: 1, d: 64, mask: randomRanges(70, 133) },
+      { label: 'documents, random ranges, Sq = 133, Sk = 9', sq: 133, sk: 9, heads: 2, kvHeads: 2, d: 7, mask: randomRanges(133, 9) },
+      {
+        label: 'documents from cu_seqlens: short documents in a 100-token block',
+        sq: 100, sk: 100, heads: 2, kvHeads: 1, d: 12, mask: documentMask([0, 3, 17, 18, 40, 64, 65, 100], 0, 100, 0, 100),
+      },
+      {
+        label: 'documents from cu_seqlens: query rows 20–99 of a 100-token block that starts mid-document',
+        sq: 80, sk: 100, heads: 2, kvHeads: 2, d: 16, mask: documentMask([0, 130, 150, 151, 181, 300], 120, 80, 100, 100),
+      },
+      { label: 'documents: two far-apart key ranges, interior key tiles seen by no row', sq: 70, sk: 200, heads: 2, kvHeads: 1, d: 8, mask: farRanges(70, 200, 35) },
+      {
+        label: 'documents: every row empty',
+        sq: 70, sk: 133, heads: 2, kvHeads: 1, d: 8,
+        mask: { kind: 'documents', keyStart: Int32Array.from({ length: 70 }, (_, i) => [0, 133, 70, 9][i % 4]!), keyEnd: Int32Array.from({ length: 70 }, (_, i) => [0, 133, 3, 9][i % 4]!) },
+      },
     ];
 
     for (const c of attentionCases) {
       it(`attention forward and backward: ${c.label}`, () => {
         const scale = 1 / Math.sqrt(c.d);
-        const opts = { causal: c.causal, scale };
+        const opts: AttentionOptions = { mask: c.mask, scale };
+        const dims = refDims(c, scale);
         const q = rand([c.sq, c.heads, c.d], 1.5);
         const k = rand([c.sk, c.kvHeads, c.d], 1.5);
         const v = rand([c.sk, c.kvHeads, c.d]);
@@ -177,22 +273,50 @@ for (const simd of BUILDS) {
         const out = rand([c.sq, c.heads, c.d]);
         const lse = rand([c.sq, c.heads]);
         K.attentionForward(q, k, v, out, lse, opts);
-        const ref = refForward(q.data, k.data, v.data, { ...c, scale });
+        const ref = refForward(q.data, k.data, v.data, dims);
         assertClose('out', out.data, ref.out, TOL.attention);
         assertClose('lse', lse.data, ref.lse, TOL.attention);
+        // Rows without visible keys: exactly out 0 and lse −∞.
+        for (let r = 0; r < c.sq * c.heads; r++) {
+          if (ref.lse[r] !== -Infinity) continue;
+          assert.equal(lse.data[r], -Infinity, `lse[${r}] of a row without visible keys`);
+          assert.ok(out.data.subarray(r * c.d, (r + 1) * c.d).every((x) => x === 0), `out row ${r} without visible keys is 0`);
+        }
         // The backward accumulates: start from random gradients and compare the increments.
         const [dq, dk, dv] = [rand(q.shape as number[]), rand(k.shape as number[]), rand(v.shape as number[])];
         const [dq0, dk0, dv0] = [Float64Array.from(dq.data), Float64Array.from(dk.data), Float64Array.from(dv.data)];
         K.attentionBackward(q, k, v, out, lse, dO, dq, dk, dv, opts);
-        const g = refBackward(q.data, k.data, v.data, dO.data, { ...c, scale });
+        const g = refBackward(q.data, k.data, v.data, dO.data, dims);
         assertClose('dq', dq.data.map((x, i) => x - dq0[i]!), g.dq, TOL.attention);
         assertClose('dk', dk.data.map((x, i) => x - dk0[i]!), g.dk, TOL.attention);
         assertClose('dv', dv.data.map((x, i) => x - dv0[i]!), g.dv, TOL.attention);
+        // Exact zeros: queries without visible keys (lse −∞) and keys no query sees add nothing.
+        const rowLen = c.d;
+        for (let r = 0; r < c.sq * c.heads; r++) {
+          if (ref.lse[r] !== -Infinity) continue;
+          for (let x = r * rowLen; x < (r + 1) * rowLen; x++) assert.equal(dq.data[x], Math.fround(dq0[x]!), `dq[${x}] of a row without visible keys is untouched`);
+        }
+        const seen = visibleOf(c.mask);
+        for (let j = 0; j < c.sk; j++) {
+          let any = false;
+          for (let i = 0; i < c.sq && !any; i++) any = seen(i, j);
+          if (any) continue;
+          for (let x = j * c.kvHeads * c.d; x < (j + 1) * c.kvHeads * c.d; x++) {
+            assert.equal(dk.data[x], Math.fround(dk0[x]!), `dk[${x}] of key ${j} that no query sees is untouched`);
+            assert.equal(dv.data[x], Math.fround(dv0[x]!), `dv[${x}] of key ${j} that no query sees is untouched`);
+          }
+        }
         // And the reference kernel, fed the same f32 inputs.
+        const [ro, rl] = [Tensor.zeros(arena, out.shape), Tensor.zeros(arena, lse.shape)];
+        R.attentionForward(q, k, v, ro, rl, opts);
+        assertClose('out vs reference kernel', out.data, ro.data, TOL.attention);
+        assertClose('lse vs reference kernel', lse.data, rl.data, TOL.attention);
         const [rq, rk, rv] = [Tensor.zeros(arena, q.shape), Tensor.zeros(arena, k.shape), Tensor.zeros(arena, v.shape)];
         R.attentionBackward(q, k, v, out, lse, dO, rq, rk, rv, opts);
         assertClose('dq vs reference kernel', dq.data.map((x, i) => x - dq0[i]!), rq.data, TOL.attention);
-        freeAll(q, k, v, dO, out, lse, dq, dk, dv, rq, rk, rv);
+        assertClose('dk vs reference kernel', dk.data.map((x, i) => x - dk0[i]!), rk.data, TOL.attention);
+        assertClose('dv vs reference kernel', dv.data.map((x, i) => x - dv0[i]!), rv.data, TOL.attention);
+        freeAll(q, k, v, dO, out, lse, dq, dk, dv, ro, rl, rq, rk, rv);
       });
     }
 
@@ -201,7 +325,7 @@ for (const simd of BUILDS) {
       const k0 = rand([0, 1, 5]);
       const out = rand([3, 2, 5]);
       const lse = rand([3, 2]);
-      K.attentionForward(q, k0, k0, out, lse, { causal: false, scale: 0.4 });
+      K.attentionForward(q, k0, k0, out, lse, { mask: NONE, scale: 0.4 });
       assert.ok(out.data.every((x) => x === 0));
       assert.ok(lse.data.every((x) => x === -Infinity));
       // A block with keys, given a final lse of −∞ for every row: nothing may change, no NaN.
@@ -210,9 +334,69 @@ for (const simd of BUILDS) {
       const dO = rand([3, 2, 5]);
       const [dq, dk, dv] = [rand([3, 2, 5]), rand([4, 1, 5]), rand([4, 1, 5])];
       const before = [Float32Array.from(dq.data), Float32Array.from(dk.data), Float32Array.from(dv.data)];
-      K.attentionBackward(q, k, v, out, lse, dO, dq, dk, dv, { causal: false, scale: 0.4 });
-      assert.deepEqual([dq.data, dk.data, dv.data], before);
+      for (const mask of [NONE, CAUSAL, { kind: 'causal', offset: 2 } as const, randomRanges(3, 4)]) {
+        K.attentionBackward(q, k, v, out, lse, dO, dq, dk, dv, { mask, scale: 0.4 });
+        assert.deepEqual([dq.data, dk.data, dv.data], before, `mask ${mask.kind}`);
+      }
       freeAll(q, k0, out, lse, k, v, dO, dq, dk, dv);
+    });
+
+    it('attention: a mask under which no row sees any key gives out 0 and lse −∞, and adds no gradient even given finite lse', () => {
+      const [sq, sk, heads, d] = [70, 90, 2, 8];
+      const q = rand([sq, heads, d]);
+      const k = rand([sk, 1, d]);
+      const v = rand([sk, 1, d]);
+      const dO = rand([sq, heads, d]);
+      const out = rand([sq, heads, d]);
+      const lse = rand([sq, heads]);
+      const empty: AttentionMask = { kind: 'documents', keyStart: Int32Array.from({ length: sq }, (_, i) => (i * 7) % (sk + 1)), keyEnd: Int32Array.from({ length: sq }, (_, i) => (i * 7) % (sk + 1) - (i % 2)).map((x) => Math.max(0, x)) };
+      for (let i = 0; i < sq; i++) assert.ok(empty.keyStart[i]! >= empty.keyEnd[i]!, 'every row is empty');
+      for (const mask of [empty, { kind: 'causal', offset: -sq } as const]) {
+        K.attentionForward(q, k, v, out, lse, { mask, scale: 0.3 });
+        assert.ok(out.data.every((x) => x === 0), `${mask.kind}: out is 0`);
+        assert.ok(lse.data.every((x) => x === -Infinity), `${mask.kind}: lse is −∞`);
+        // The final lse of these rows comes from other blocks: finite. The block still adds nothing.
+        const final = rand([sq, heads]);
+        const [dq, dk, dv] = [rand([sq, heads, d]), rand([sk, 1, d]), rand([sk, 1, d])];
+        const before = [Float32Array.from(dq.data), Float32Array.from(dk.data), Float32Array.from(dv.data)];
+        K.attentionBackward(q, k, v, out, final, dO, dq, dk, dv, { mask, scale: 0.3 });
+        assert.deepEqual([dq.data, dk.data, dv.data], before, `${mask.kind}: gradients untouched`);
+        freeAll(final, dq, dk, dv);
+      }
+      freeAll(q, k, v, dO, out, lse);
+    });
+
+    it('attention: key blocks of a document mask, merged, equal the full attention; block backwards with the final lse sum to the full gradients', () => {
+      const [s, heads, kvHeads, d] = [150, 2, 1, 16];
+      const cu = [0, 20, 21, 90, 150];
+      const scale = 1 / Math.sqrt(d);
+      const full = { sq: s, sk: s, heads, kvHeads, d, mask: documentMask(cu, 0, s, 0, s) };
+      const q = rand([s, heads, d], 1.5);
+      const k = rand([s, kvHeads, d], 1.5);
+      const v = rand([s, kvHeads, d]);
+      const dO = rand([s, heads, d]);
+      const ref = refForward(q.data, k.data, v.data, refDims(full, scale));
+      const grads = refBackward(q.data, k.data, v.data, dO.data, refDims(full, scale));
+      const o = Tensor.zeros(arena, [s, heads, d]);
+      const l = Tensor.zeros(arena, [s, heads]);
+      l.data.fill(-Infinity);
+      const ob = Tensor.zeros(arena, [s, heads, d]);
+      const lb = Tensor.zeros(arena, [s, heads]);
+      const bounds: Array<[number, number]> = [[0, 64], [64, 101], [101, 150]];
+      for (const [a, b] of bounds) {
+        K.attentionForward(q, k.rows(a, b), v.rows(a, b), ob, lb, { mask: documentMask(cu, 0, s, a, b - a), scale });
+        K.mergeAttention(o, l, ob, lb);
+      }
+      assertClose('merged out', o.data, ref.out, TOL.attention);
+      assertClose('merged lse', l.data, ref.lse, TOL.attention);
+      const [dq, dk, dv] = [Tensor.zeros(arena, q.shape), Tensor.zeros(arena, k.shape), Tensor.zeros(arena, v.shape)];
+      for (const [a, b] of bounds) {
+        K.attentionBackward(q, k.rows(a, b), v.rows(a, b), o, l, dO, dq, dk.rows(a, b), dv.rows(a, b), { mask: documentMask(cu, 0, s, a, b - a), scale });
+      }
+      assertClose('dq from blocks', dq.data, grads.dq, TOL.attention);
+      assertClose('dk from blocks', dk.data, grads.dk, TOL.attention);
+      assertClose('dv from blocks', dv.data, grads.dv, TOL.attention);
+      freeAll(q, k, v, dO, o, l, ob, lb, dq, dk, dv);
     });
 
     it('matmul writes nothing outside C: edge tiles of every transpose variant leave the neighbouring tensors unchanged', () => {
@@ -236,13 +420,16 @@ for (const simd of BUILDS) {
     });
 
     it('attention forward and backward write nothing outside out, lse, dq, dk, dv', () => {
-      const cases: RefDims[] = [
-        { sq: 13, sk: 13, heads: 3, kvHeads: 1, d: 6, causal: true },
-        { sq: 8, sk: 8, heads: 2, kvHeads: 2, d: 8, causal: true },
-        { sq: 5, sk: 70, heads: 2, kvHeads: 1, d: 12, causal: false },
+      const cases: AttentionCase[] = [
+        { sq: 13, sk: 13, heads: 3, kvHeads: 1, d: 6, mask: CAUSAL },
+        { sq: 8, sk: 8, heads: 2, kvHeads: 2, d: 8, mask: CAUSAL },
+        { sq: 5, sk: 70, heads: 2, kvHeads: 1, d: 12, mask: NONE },
+        { sq: 13, sk: 21, heads: 2, kvHeads: 1, d: 6, mask: randomRanges(13, 21) },
+        { sq: 70, sk: 9, heads: 1, kvHeads: 1, d: 5, mask: randomRanges(70, 9) },
+        { sq: 11, sk: 30, heads: 2, kvHeads: 2, d: 4, mask: { kind: 'causal', offset: 17 } },
       ];
       for (const c of cases) {
-        const what = `attention ${JSON.stringify(c)}`;
+        const what = `attention ${JSON.stringify({ ...c, mask: c.mask.kind })}`;
         const fresh = new Arena(8 << 20, 7);
         const W = createWasmKernels(fresh, { simd });
         const qShape = [c.sq, c.heads, c.d];
@@ -251,15 +438,16 @@ for (const simd of BUILDS) {
         const [k, v] = [0, 1].map(() => Tensor.from(fresh, kShape, randomArray(rng, c.sk * c.kvHeads * c.d, 1)));
         const out = guarded(fresh, qShape);
         const lse = guarded(fresh, [c.sq, c.heads]);
-        const opts = { causal: c.causal, scale: 1 / Math.sqrt(c.d) };
+        const opts: AttentionOptions = { mask: c.mask, scale: 1 / Math.sqrt(c.d) };
         W.attentionForward(q!, k!, v!, out.t, lse.t, opts);
         out.check(`${what} forward: out`);
         lse.check(`${what} forward: lse`);
         const [dq, dk, dv] = [guarded(fresh, qShape), guarded(fresh, kShape), guarded(fresh, kShape)];
         W.attentionBackward(q!, k!, v!, out.t, lse.t, dO!, dq.t, dk.t, dv.t, opts);
         for (const [name, g] of [['dq', dq], ['dk', dk], ['dv', dv]] as const) g.check(`${what} backward: ${name}`);
-        const ref = refBackward(q!.data, k!.data, v!.data, dO!.data, { ...c, scale: opts.scale });
+        const ref = refBackward(q!.data, k!.data, v!.data, dO!.data, refDims(c, opts.scale));
         assertClose(`${what} dq`, dq.t.data, ref.dq, TOL.attention);
+        assertClose(`${what} dk`, dk.t.data, ref.dk, TOL.attention);
         assertClose(`${what} dv`, dv.t.data, ref.dv, TOL.attention);
       }
     });
@@ -422,8 +610,40 @@ describe('wasm kernels: bad input and bookkeeping', () => {
     const q = Tensor.zeros(arena, [4, 2, 8]);
     const k = Tensor.zeros(arena, [5, 1, 8]);
     const lse = Tensor.zeros(arena, [4, 2]);
-    assert.throws(() => K.attentionForward(q, k, k, q.reshape([4, 2, 8]), lse, { causal: true, scale: 1 }), /causal attention needs Sq = Sk/);
+    assert.throws(() => K.attentionForward(q, k, k, q.reshape([4, 2, 8]), lse.rows(0, 3), { mask: NONE, scale: 1 }), /attention: lse \[3, 2\] must be \[Sq, H\] = \[4, 2\]/);
     freeAll(a, b, c, sq, logits, losses, q, k, lse);
+  });
+
+  it('invalid attention masks are rejected naming the field, by the wasm and the reference backend alike, before any scratch is taken', () => {
+    const q = Tensor.zeros(arena, [4, 2, 8]);
+    const k = Tensor.zeros(arena, [5, 1, 8]);
+    const out = Tensor.zeros(arena, [4, 2, 8]);
+    const lse = Tensor.zeros(arena, [4, 2]);
+    const [dq, dk, dv] = [Tensor.zeros(arena, q.shape), Tensor.zeros(arena, k.shape), Tensor.zeros(arena, k.shape)];
+    const docs = (keyStart: number[], keyEnd: number[]): AttentionOptions => ({
+      mask: { kind: 'documents', keyStart: Int32Array.from(keyStart), keyEnd: Int32Array.from(keyEnd) },
+      scale: 1,
+    });
+    const bad: Array<[AttentionOptions, RegExp]> = [
+      [docs([0, 0, 0, 0], [1, 2, 6, 5]), /attention: documents mask keyEnd\[2\] = 6 is outside \[0, Sk = 5\]/],
+      [docs([0, 0, 7, 0], [1, 2, 3, 5]), /attention: documents mask keyStart\[2\] = 7 is outside \[0, Sk = 5\]/],
+      [docs([0, -2, 0, 0], [1, 2, 3, 5]), /attention: documents mask keyStart\[1\] = -2 is outside \[0, Sk = 5\]/],
+      [docs([0, 0, 0], [1, 2, 3, 5]), /attention: documents mask keyStart has 3 entries, expected one per query row \(Sq = 4\)/],
+      [docs([0, 0, 0, 0], [1, 2, 3, 5, 5]), /attention: documents mask keyEnd has 5 entries, expected one per query row \(Sq = 4\)/],
+      [{ mask: { kind: 'causal', offset: 1.5 }, scale: 1 }, /attention: causal mask offset = 1.5 is invalid: it must be an integer/],
+      [{ mask: { kind: 'causal', offset: Number.POSITIVE_INFINITY }, scale: 1 }, /attention: causal mask offset = Infinity is invalid/],
+    ];
+    const live = arena.stats().liveBytes;
+    const outBefore = Float32Array.from(out.data);
+    for (const [name, backend] of [['wasm', K], ['reference', R]] as const) {
+      for (const [opts, message] of bad) {
+        assert.throws(() => backend.attentionForward(q, k, k, out, lse, opts), message, `${name} forward`);
+        assert.throws(() => backend.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, opts), message, `${name} backward`);
+      }
+    }
+    assert.deepEqual(out.data, outBefore, 'nothing written');
+    assert.equal(arena.stats().liveBytes, live, 'no scratch left behind');
+    freeAll(q, k, out, lse, dq, dk, dv);
   });
 
   it('returns its scratch: arena live bytes are unchanged after each kernel, also when it throws inside the scratch region', () => {
@@ -451,8 +671,10 @@ describe('wasm kernels: bad input and bookkeeping', () => {
     const [dq, dk, dv] = [Tensor.zeros(arena, q.shape), Tensor.zeros(arena, k.shape), Tensor.zeros(arena, k.shape)];
     const afterAttention = arena.stats().liveBytes;
     for (const run of [
-      () => K.attentionForward(q, k, k, out, lse, { causal: true, get scale(): number { return boom(); } }),
-      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { causal: true, get scale(): number { return boom(); } }),
+      () => K.attentionForward(q, k, k, out, lse, { mask: CAUSAL, get scale(): number { return boom(); } }),
+      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { mask: CAUSAL, get scale(): number { return boom(); } }),
+      () => K.attentionForward(q, k, k, out, lse, { mask: randomRanges(9, 9), get scale(): number { return boom(); } }),
+      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { mask: randomRanges(9, 9), get scale(): number { return boom(); } }),
     ]) {
       scratchAtThrow = 0;
       assert.throws(run, /inside the scratch region/);

@@ -1,3 +1,4 @@
+import { concatSequence } from './helpers/layouts.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { launchRanks } from '../src/comm/backends.js';
@@ -21,7 +22,7 @@ function batchWithIgnoredLabels(): { batch: Sequence[]; valid: number } {
     if (s === 0) labels.fill(-1, 0, 5);
     else for (const i of [9, 30]) labels[i] = -1;
     valid += labels.filter((l) => l !== -1).length;
-    batch.push({ tokens, labels });
+    batch.push(concatSequence(tokens, labels));
   }
   return { batch, valid };
 }

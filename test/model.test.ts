@@ -16,6 +16,9 @@ import { takeIndices, zigzagIndices } from '../src/parallel/sharding.js';
 import { Arena } from '../src/tensor/arena.js';
 import { Rng } from '../src/tensor/rng.js';
 import { Tensor } from '../src/tensor/tensor.js';
+import type { SequenceLayout } from '../src/parallel/sequence-layout.js';
+import { maskPairs } from '../src/kernels/checks.js';
+import { localLayout } from './helpers/layouts.js';
 import { relError } from './helpers/attention-ref.js';
 import { directionalDifference, type RefParams, refModelGrads, refModelLoss } from './helpers/model-ref.js';
 
@@ -25,7 +28,7 @@ const BASE: ModelConfig = {
 };
 
 function localCore(config: ModelConfig): LocalAttention {
-  return new LocalAttention({ kernels: referenceKernels, heads: config.heads, kvHeads: config.kvHeads, headDim: config.dim / config.heads, causal: true });
+  return new LocalAttention({ kernels: referenceKernels, heads: config.heads, kvHeads: config.kvHeads, headDim: config.dim / config.heads });
 }
 
 function randomTokens(rng: Rng, n: number, vocab: number): Int32Array {
@@ -125,7 +128,7 @@ describe('Transformer forward/backward', () => {
       labels[seq - 1] = -1;
       const gradScale = 1 / (countValidLabels(labels) + 5); // as if other ranks held 5 more valid labels
       model.params.grads.data.fill(0.25); // backward accumulates on top of what is there
-      const loss = model.forward(tokens, positions, labels, gradScale);
+      const loss = model.forward(tokens, positions, labels, gradScale, localLayout(tokens.length));
       model.backward();
       const { loss: refLoss, grads: refGrads } = refModelGrads(config, ref, tokens, positions, labels, gradScale);
       assert.ok(Math.abs(loss - refLoss) <= 1e-5 * refLoss, `loss ${loss} vs float64 ${refLoss}`);
@@ -160,10 +163,10 @@ describe('Transformer forward/backward', () => {
     const labels = randomTokens(rng, 12, config.vocabSize);
     const before = arena.stats();
     model.params.zeroGrads();
-    const loss1 = model.forward(tokens, positions, labels, 1 / 12);
+    const loss1 = model.forward(tokens, positions, labels, 1 / 12, localLayout(tokens.length));
     const during = arena.stats();
     assert.ok(during.liveByCategory.saved > before.liveByCategory.saved, 'forward keeps saved tensors');
-    assert.throws(() => model.forward(tokens, positions, labels, 1), /previous forward still holds its activations/);
+    assert.throws(() => model.forward(tokens, positions, labels, 1, localLayout(tokens.length)), /previous forward still holds its activations/);
     model.backward();
     const after = arena.stats();
     assert.equal(after.liveBytes, before.liveBytes, 'live bytes back to the pre-forward value');
@@ -172,7 +175,7 @@ describe('Transformer forward/backward', () => {
     assert.throws(() => model.backward(), /no forward to backpropagate/);
     const once = Float32Array.from(model.params.grads.data);
     assert.ok(once.some((g) => g !== 0));
-    const loss2 = model.forward(tokens, positions, labels, 1 / 12);
+    const loss2 = model.forward(tokens, positions, labels, 1 / 12, localLayout(tokens.length));
     model.backward();
     assert.equal(loss2, loss1, 'same inputs, same loss');
     assert.ok(relError(model.params.grads.data, once.map((g) => 2 * g)) < 1e-6, 'second backward adds the same gradients');
@@ -183,11 +186,11 @@ describe('Transformer forward/backward', () => {
     const model = new Transformer(referenceKernels, arena, BASE, localCore(BASE));
     const ok = Int32Array.from([1, 2, 3]);
     const live = arena.stats().liveBytes;
-    assert.throws(() => model.forward(Int32Array.from([1, 32, 3]), ok, ok, 1), /tokens\[1\] = 32 is invalid: it must be in \[0, 32\)/);
-    assert.throws(() => model.forward(ok, Int32Array.from([0, -1, 2]), ok, 1), /positions\[1\] = -1 is invalid/);
-    assert.throws(() => model.forward(ok, ok, Int32Array.from([1, -2, 3]), 1), /labels\[1\] = -2 is invalid: it must be in \[0, 32\) or −1/);
-    assert.throws(() => model.forward(ok, Int32Array.from([0, 1]), ok, 1), /equal lengths, got 3, 2, 3/);
-    assert.throws(() => model.forward(ok, ok, ok, Number.NaN), /gradScale = NaN/);
+    assert.throws(() => model.forward(Int32Array.from([1, 32, 3]), ok, ok, 1, localLayout(3)), /tokens\[1\] = 32 is invalid: it must be in \[0, 32\)/);
+    assert.throws(() => model.forward(ok, Int32Array.from([0, -1, 2]), ok, 1, localLayout(3)), /positions\[1\] = -1 is invalid/);
+    assert.throws(() => model.forward(ok, ok, Int32Array.from([1, -2, 3]), 1, localLayout(3)), /labels\[1\] = -2 is invalid: it must be in \[0, 32\) or −1/);
+    assert.throws(() => model.forward(ok, Int32Array.from([0, 1]), ok, 1, localLayout(3)), /equal lengths, got 3, 2, 3/);
+    assert.throws(() => model.forward(ok, ok, ok, Number.NaN, localLayout(3)), /gradScale = NaN/);
     assert.equal(arena.stats().liveBytes, live);
   });
 });
@@ -219,7 +222,7 @@ describe('RoPE inside the model uses global positions (F6)', () => {
     const run = (idx: Int32Array): CapturingCore => {
       const core = new CapturingCore();
       const model = new Transformer(referenceKernels, new Arena(2 << 20), config, core, { seed: 4 });
-      model.forward(takeIndices(tokens, idx), idx, takeIndices(labels, idx), 1);
+      model.forward(takeIndices(tokens, idx), idx, takeIndices(labels, idx), 1, localLayout(idx.length));
       model.backward();
       return core;
     };
@@ -247,13 +250,13 @@ class FailingCore implements AttentionCore {
     private readonly inner: AttentionCore,
     private readonly failIn: 'forward' | 'backward',
   ) {}
-  forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved {
+  forward(q: Tensor, k: Tensor, v: Tensor, layout: SequenceLayout): AttentionSaved {
     if (this.failIn === 'forward') throw new Error('core failed in forward');
-    return this.inner.forward(q, k, v);
+    return this.inner.forward(q, k, v, layout);
   }
-  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
+  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, layout: SequenceLayout): void {
     if (this.failIn === 'backward') throw new Error('core failed in backward');
-    this.inner.backward(saved, dOut, dq, dk, dv);
+    this.inner.backward(saved, dOut, dq, dk, dv, layout);
   }
   release(saved: AttentionSaved): void {
     this.inner.release(saved);
@@ -284,9 +287,9 @@ describe('a throw inside a unit leaves the parameter store clean', () => {
       const tokens = randomTokens(rng, 8, config.vocabSize);
       const positions = Int32Array.from({ length: 8 }, (_, i) => i);
       if (failIn === 'forward') {
-        assert.throws(() => model.forward(tokens, positions, tokens, 1 / 8), /core failed in forward/);
+        assert.throws(() => model.forward(tokens, positions, tokens, 1 / 8, localLayout(8)), /core failed in forward/);
       } else {
-        model.forward(tokens, positions, tokens, 1 / 8);
+        model.forward(tokens, positions, tokens, 1 / 8, localLayout(8));
         assert.throws(() => model.backward(), /core failed in backward/);
       }
       const live = arena.stats().liveByCategory;
@@ -320,15 +323,15 @@ describe('modelFlops', () => {
         attentionForward(q, k, v, out, lse, opts) {
           const [sq, h, d] = q.shape as [number, number, number];
           const sk = k.shape[0]!;
-          flops += 4 * d * h * (opts.causal ? (sq * (sq + 1)) / 2 : sq * sk);
+          flops += 4 * d * h * maskPairs(opts.mask, sq, sk);
           referenceKernels.attentionForward(q, k, v, out, lse, opts);
         },
       };
       const seq = 10;
-      const core = new LocalAttention({ kernels: counting, heads: config.heads, kvHeads: config.kvHeads, headDim: config.dim / config.heads, causal });
+      const core = new LocalAttention({ kernels: counting, heads: config.heads, kvHeads: config.kvHeads, headDim: config.dim / config.heads });
       const model = new Transformer(counting, new Arena(2 << 20), config, core, { seed: 2 });
       const tokens = new Int32Array(seq);
-      model.forward(tokens, Int32Array.from({ length: seq }, (_, i) => i), tokens, 1);
+      model.forward(tokens, Int32Array.from({ length: seq }, (_, i) => i), tokens, 1, localLayout(seq, causal));
       assert.equal(modelFlops(config, seq, causal), flops, `causal = ${causal}`);
       model.backward();
     }

@@ -1,3 +1,4 @@
+import type { SequenceLayout } from '../parallel/sequence-layout.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 /**
@@ -17,15 +18,20 @@ export interface AttentionSaved {
 
 /**
  * Attention over this rank's share of the sequence: the model layer hands it the rank's
- * T = S/sp tokens with RoPE already applied, and gets back the output for the same tokens.
- * The core keeps what its backward needs, so the caller may free q, k and v right after
- * `forward`. Implementations: single-rank local attention, and 2D-Attention (Ulysses × ring).
+ * T = S/sp tokens (the step's `layout.rankTokens(h, c)`, in that order) with RoPE already
+ * applied, and gets back the output for the same tokens. What each query may see (causal,
+ * document masks) comes only from the layout. The core keeps what its backward needs, so the
+ * caller may free q, k and v right after `forward`. Implementations: single-rank local
+ * attention, and 2D-Attention (Ulysses × ring).
  */
 export interface AttentionCore {
-  /** q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d]; q, k, v are not kept. */
-  forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved;
-  /** From dOut [T, H, d], accumulate into dq [T, H, d], dk and dv [T, Hkv, d]. Frees saved.out and the saved state. */
-  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void;
+  /** q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d] under `layout`'s masks; q, k, v are not kept. */
+  forward(q: Tensor, k: Tensor, v: Tensor, layout: SequenceLayout): AttentionSaved;
+  /**
+   * From dOut [T, H, d], accumulate into dq [T, H, d], dk and dv [T, Hkv, d], with the layout the
+   * forward used (a different one is refused: F2). Frees saved.out and the saved state.
+   */
+  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, layout: SequenceLayout): void;
   /**
    * Free saved.out and the saved state without a backward (a checkpointed layer that will
    * recompute the forward). `saved` must not be used afterwards.

@@ -1,4 +1,5 @@
 import type { Kernels } from '../kernels/kernels.js';
+import type { SequenceLayout } from '../parallel/sequence-layout.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionCore, AttentionSaved } from './core.js';
 
@@ -12,7 +13,6 @@ export interface AttentionShape {
   /** KV heads Hkv (H must be a multiple). */
   kvHeads: number;
   headDim: number;
-  causal: boolean;
 }
 
 export interface LocalAttentionOptions extends AttentionShape {
@@ -57,6 +57,17 @@ export function checkQkvShapes(shape: AttentionShape, q: Tensor, k: Tensor, v: T
   return t;
 }
 
+/**
+ * The one-block plan of a single-rank layout (hp = cp = 1): the whole sequence against itself.
+ * @throws Error when the layout has hp or cp > 1 or another length than q.
+ */
+function localPlan(layout: SequenceLayout, tokens: number): ReturnType<SequenceLayout['hop']> {
+  if (layout.hp !== 1 || layout.cp !== 1 || layout.seqLen !== tokens) {
+    throw new Error(`attention: LocalAttention needs a single-rank layout (hp = cp = 1) of ${tokens} tokens, got hp = ${layout.hp}, cp = ${layout.cp}, seqLen = ${layout.seqLen}`);
+  }
+  return layout.hop(0, 0);
+}
+
 /** Saved state of {@link LocalAttention}: its own copies of q, k, v and the LSE of `saved.out`, [T, H]. */
 interface LocalState {
   q: Tensor;
@@ -79,17 +90,19 @@ export class LocalAttention implements AttentionCore {
   constructor(opts: LocalAttentionOptions) {
     this.scale = checkAttentionShape(opts);
     this.kernels = opts.kernels;
-    this.shape = { heads: opts.heads, kvHeads: opts.kvHeads, headDim: opts.headDim, causal: opts.causal };
+    this.shape = { heads: opts.heads, kvHeads: opts.kvHeads, headDim: opts.headDim };
   }
 
   /**
-   * q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d]; keeps copies of q, k, v and the
-   * lse [T, H] in saved.state. Everything kept is category 'saved', from q's arena.
-   * @throws Error on shapes that do not match the constructor's heads/kvHeads/headDim.
+   * q [T, H, d], k and v [T, Hkv, d] → saved.out [T, H, d] under the layout's mask (rows with
+   * no visible key: 0, lse −∞); keeps copies of q, k, v and the lse [T, H] in saved.state.
+   * Everything kept is category 'saved', from q's arena.
+   * @throws Error on shapes that do not match the constructor's heads/kvHeads/headDim, or a layout that is not single-rank.
    */
-  forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved {
+  forward(q: Tensor, k: Tensor, v: Tensor, layout: SequenceLayout): AttentionSaved {
     const t = checkQkvShapes(this.shape, q, k, v);
-    const { heads, headDim, causal } = this.shape;
+    const plan = localPlan(layout, t);
+    const { heads, headDim } = this.shape;
     const state: LocalState = {
       q: Tensor.from(q.arena, q.shape, q.data, 'saved'),
       k: Tensor.from(k.arena, k.shape, k.data, 'saved'),
@@ -97,7 +110,11 @@ export class LocalAttention implements AttentionCore {
       lse: Tensor.zeros(q.arena, [t, heads], 'saved'),
     };
     const out = Tensor.zeros(q.arena, [t, heads, headDim], 'saved');
-    this.kernels.attentionForward(state.q, state.k, state.v, out, state.lse, { causal, scale: this.scale });
+    state.lse.data.fill(-Infinity);
+    if (plan.pairs > 0) {
+      const { queryStart: qs, queryEnd: qe, keyStart: ks, keyEnd: ke } = plan;
+      this.kernels.attentionForward(state.q.rows(qs, qe), state.k.rows(ks, ke), state.v.rows(ks, ke), out.rows(qs, qe), state.lse.rows(qs, qe), { mask: plan.mask, scale: this.scale });
+    }
     return { out, state };
   }
 
@@ -106,15 +123,22 @@ export class LocalAttention implements AttentionCore {
    * and the saved state: `saved` must not be used afterwards.
    * @throws Error naming the first of dOut, dq, dk, dv whose shape does not match the forward's.
    */
-  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
+  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, layout: SequenceLayout): void {
     const st = saved.state as LocalState;
     const t = checkQkvShapes(this.shape, st.q, st.k, st.v);
-    const { heads, kvHeads, headDim, causal } = this.shape;
+    const { heads, kvHeads, headDim } = this.shape;
     expectShape('dOut', dOut, t, heads, headDim);
     expectShape('dq', dq, t, heads, headDim);
     expectShape('dk', dk, t, kvHeads, headDim);
     expectShape('dv', dv, t, kvHeads, headDim);
-    this.kernels.attentionBackward(st.q, st.k, st.v, saved.out, st.lse, dOut, dq, dk, dv, { causal, scale: this.scale });
+    const plan = localPlan(layout, t);
+    if (plan.pairs > 0) {
+      const { queryStart: qs, queryEnd: qe, keyStart: ks, keyEnd: ke } = plan;
+      this.kernels.attentionBackward(
+        st.q.rows(qs, qe), st.k.rows(ks, ke), st.v.rows(ks, ke), saved.out.rows(qs, qe), st.lse.rows(qs, qe), dOut.rows(qs, qe),
+        dq.rows(qs, qe), dk.rows(ks, ke), dv.rows(ks, ke), { mask: plan.mask, scale: this.scale },
+      );
+    }
     this.release(saved);
   }
 

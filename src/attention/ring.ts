@@ -3,14 +3,16 @@ import type { Tracer } from '../comm/trace.js';
 import { Tensor } from '../tensor/tensor.js';
 import { checkAttentionShape, checkQkvShapes, expectShape, type AttentionKernels, type AttentionShape } from './local.js';
 import { NO_TRACE, ringTopology, type RingTopology } from './ring-groups.js';
+import type { SequenceLayout } from '../parallel/sequence-layout.js';
 import { checkSamePlans, ringPlans, type HopPlan } from './ring-plan.js';
 
 /**
  * Ring attention over a context-parallel group (algorithms.md §4), plain or double
  * (Double-Ring-Attention, LoongTrain §3.3), in the head-split layout that follows the Ulysses
- * all-to-all: every ring position holds its zigzag pair [early chunk, late chunk] of c tokens
- * each (2c = S/cp tokens) for H/hp query heads. The ring position is the cp-group rank
- * (DESIGN decision 6); the schedule is in docs/attention.md.
+ * all-to-all: every ring position holds the S/cp tokens the step's SequenceLayout gives it
+ * (its zigzag pair, or its balanced chunks) for H/hp query heads. The ring position is the
+ * cp-group rank, and every hop's rectangle and mask come from the layout (DESIGN decision 6);
+ * the schedule is in docs/attention.md.
  */
 
 /** What {@link RingAttention.forward} returns and its backward consumes. */
@@ -21,6 +23,14 @@ export interface RingSaved {
   lse: Tensor;
   /** The hops the forward ran, in order; the backward must run the same ones (failure case F2). */
   plans: HopPlan[];
+}
+
+/** Hops a ring attention has run since construction (forward and backward passes both count). */
+export interface RingCounters {
+  /** Hops whose block had visible pairs and ran the kernels. */
+  computedHops: number;
+  /** Hops whose block had no visible (query, key) pair: no kernel ran (the K/V still moved on). */
+  skippedHops: number;
 }
 
 export interface RingAttentionOptions extends AttentionShape {
@@ -59,6 +69,7 @@ export class RingAttention {
   private readonly shape: AttentionShape;
   private readonly scale: number;
   private readonly tracer: Tracer;
+  readonly counters: RingCounters = { computedHops: 0, skippedHops: 0 };
 
   /** @throws Error when heads, kvHeads or headDim are invalid, or the inner/outer groups do not fit the cp group. */
   constructor(opts: RingAttentionOptions) {
@@ -66,20 +77,22 @@ export class RingAttention {
     this.kernels = opts.kernels;
     this.tracer = opts.tracer ?? NO_TRACE;
     this.topo = ringTopology(opts.group, opts.innerGroup, opts.outerGroup, this.tracer);
-    this.shape = { heads: opts.heads, kvHeads: opts.kvHeads, headDim: opts.headDim, causal: opts.causal };
+    this.shape = { heads: opts.heads, kvHeads: opts.kvHeads, headDim: opts.headDim };
   }
 
   /**
-   * q [2c, Hl, d], k and v [2c, Hkvl, d] of this ring position → merged out [2c, Hl, d] and lse
-   * [2c, Hl] (category 'saved'). Sends (w − 1)·W inner and W − 1 outer K/V messages of
-   * 2·2c·Hkvl·d elements (algorithms.md §6; a plain ring: cp − 1).
-   * @throws Error on wrong shapes; CommTimeoutError from the groups.
+   * q [S/cp, Hl, d], k and v [S/cp, Hkvl, d] of this ring position (the layout's
+   * positionTokens, in order) → merged out [S/cp, Hl, d] and lse [S/cp, Hl] (category 'saved');
+   * rows with no visible key get out 0 and lse −∞. Sends (w − 1)·W inner and W − 1 outer K/V
+   * messages of 2·(S/cp)·Hkvl·d elements (algorithms.md §6; a plain ring: cp − 1), also for hops
+   * with nothing visible, which skip the kernels.
+   * @throws Error on wrong shapes or a layout of another cp or length; CommTimeoutError from the groups.
    */
-  forward(q: Tensor, k: Tensor, v: Tensor): RingSaved {
+  forward(q: Tensor, k: Tensor, v: Tensor, layout: SequenceLayout): RingSaved {
     const { heads, headDim } = this.shape;
     const tokens = checkQkvShapes(this.shape, q, k, v);
     const arena = q.arena;
-    const plans = this.plans(tokens);
+    const plans = this.plans(layout, tokens);
     const out = Tensor.zeros(arena, [tokens, heads, headDim], 'saved');
     const lse = Tensor.zeros(arena, [tokens, heads], 'saved');
     lse.data.fill(-Infinity);
@@ -94,7 +107,7 @@ export class RingAttention {
             const bl = blockLse.rows(0, rows);
             this.kernels.attentionForward(
               q.rows(plan.queryStart, plan.queryEnd), kBlock.rows(plan.keyStart, plan.keyEnd), vBlock.rows(plan.keyStart, plan.keyEnd),
-              bo, bl, { causal: plan.causal, scale: this.scale },
+              bo, bl, { mask: plan.mask, scale: this.scale },
             );
             this.kernels.mergeAttention(out.rows(plan.queryStart, plan.queryEnd), lse.rows(plan.queryStart, plan.queryEnd), bo, bl);
           }),
@@ -106,8 +119,8 @@ export class RingAttention {
   }
 
   /**
-   * Backward of {@link forward}: from dOut [2c, Hl, d] accumulate into dq [2c, Hl, d], dk and dv
-   * [2c, Hkvl, d], using the merged out and lse (failure case F1). The ring runs again with the
+   * Backward of {@link forward}: from dOut [S/cp, Hl, d] accumulate into dq [S/cp, Hl, d], dk and
+   * dv [S/cp, Hkvl, d], using the merged out and lse (failure case F1) and the same layout. The ring runs again with the
    * forward's hop plans. Within each inner pass, each block's dK/dV accumulator travels with it
    * and takes one extra inner hop home to the rank that started the outer step with the block;
    * that rank adds it into the block's running total, which travels the outer ring and reaches
@@ -116,14 +129,14 @@ export class RingAttention {
    * Frees saved.out and saved.lse.
    * @throws Error before any message when this backward's hops differ from the forward's (F2).
    */
-  backward(saved: RingSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
+  backward(saved: RingSaved, q: Tensor, k: Tensor, v: Tensor, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, layout: SequenceLayout): void {
     const { heads, kvHeads, headDim } = this.shape;
     const tokens = checkQkvShapes(this.shape, q, k, v);
     expectShape('dOut', dOut, tokens, heads, headDim);
     expectShape('dq', dq, tokens, heads, headDim);
     expectShape('dk', dk, tokens, kvHeads, headDim);
     expectShape('dv', dv, tokens, kvHeads, headDim);
-    const plans = this.plans(tokens);
+    const plans = this.plans(layout, tokens);
     checkSamePlans(saved.plans, plans);
     const { out, lse } = saved;
     const { inner, outer, innerSize: w } = this.topo;
@@ -151,7 +164,7 @@ export class RingAttention {
               q.rows(qs, qe), kBlock.rows(plan.keyStart, plan.keyEnd), vBlock.rows(plan.keyStart, plan.keyEnd),
               out.rows(qs, qe), lse.rows(qs, qe), dOut.rows(qs, qe),
               dq.rows(qs, qe), dkBlock.rows(plan.keyStart, plan.keyEnd), dvBlock.rows(plan.keyStart, plan.keyEnd),
-              { causal: plan.causal, scale: this.scale },
+              { mask: plan.mask, scale: this.scale },
             ),
           );
           if (accIn === undefined) return;
@@ -189,19 +202,35 @@ export class RingAttention {
     for (const t of [acc, accIn, totalIn, totalOut, out, lse]) t?.free();
   }
 
-  private plans(tokens: number): HopPlan[] {
-    return ringPlans(this.topo.position, this.topo.cp, tokens, this.shape.causal, this.topo.innerSize);
+  /** @throws Error when the layout is for another cp or sequence length than this ring's q/k/v. */
+  private plans(layout: SequenceLayout, tokens: number): HopPlan[] {
+    const { cp, position, innerSize } = this.topo;
+    if (layout.cp !== cp || layout.positionTokens(position).length !== tokens) {
+      throw new Error(
+        `ring: the sequence layout is for cp = ${layout.cp} with ${layout.positionTokens(0).length} tokens per ring position, but this ring has cp = ${cp} and q/k/v of ${tokens} tokens`,
+      );
+    }
+    return ringPlans(layout, position, innerSize);
   }
 
-  /** A 'compute' span around one block's kernels; args give the block's rectangle. */
+  /**
+   * A 'compute' span around one block's kernels (args: the block's rectangle, mask kind and
+   * visible pairs); a hop with no visible pair runs nothing and is counted as skipped.
+   */
   private compute(name: string, plan: HopPlan, fn: () => void): void {
+    if (plan.pairs === 0) {
+      this.counters.skippedHops++;
+      return;
+    }
+    this.counters.computedHops++;
     const args = {
       source: plan.source,
       queryStart: plan.queryStart,
       queryEnd: plan.queryEnd,
       keyStart: plan.keyStart,
       keyEnd: plan.keyEnd,
-      causal: plan.causal ? 1 : 0,
+      mask: plan.mask.kind,
+      pairs: plan.pairs,
     };
     this.tracer.span(name, 'compute', args, fn);
   }

@@ -1,10 +1,11 @@
 import type { ProcessGroup } from '../comm/process-group.js';
 import type { Tracer } from '../comm/trace.js';
+import type { SequenceLayout } from '../parallel/sequence-layout.js';
 import type { MemoryCategory } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionCore, AttentionSaved } from './core.js';
 import { checkAttentionShape, checkQkvShapes, expectShape, type AttentionKernels, type AttentionShape } from './local.js';
-import { RingAttention, type RingSaved } from './ring.js';
+import { RingAttention, type RingCounters, type RingSaved } from './ring.js';
 import { gatherHeads, replicateKvHeads, replicatedKvHeads, scatterHeads, sumKvReplicas } from './ulysses.js';
 
 export interface TwoDAttentionOptions extends AttentionShape {
@@ -55,7 +56,7 @@ export class TwoDAttention implements AttentionCore {
     checkAttentionShape(opts);
     const hp = opts.hpGroup.size;
     const kvHeadsRep = replicatedKvHeads(opts.heads, opts.kvHeads, hp);
-    this.shape = { heads: opts.heads, kvHeads: opts.kvHeads, headDim: opts.headDim, causal: opts.causal };
+    this.shape = { heads: opts.heads, kvHeads: opts.kvHeads, headDim: opts.headDim };
     this.hpGroup = opts.hpGroup;
     this.kvRep = kvHeadsRep / opts.kvHeads;
     this.ring = new RingAttention({
@@ -67,7 +68,6 @@ export class TwoDAttention implements AttentionCore {
       heads: opts.heads / hp,
       kvHeads: kvHeadsRep / hp,
       headDim: opts.headDim,
-      causal: opts.causal,
     });
   }
 
@@ -77,12 +77,13 @@ export class TwoDAttention implements AttentionCore {
    * saved.state. Its four all-to-alls (q, k, v in, out back) send (hp − 1)/hp · T·d·(2H + 2·max(Hkv, hp)) elements (algorithms.md §6).
    * @throws Error on shapes that do not match the constructor's.
    */
-  forward(q: Tensor, k: Tensor, v: Tensor): AttentionSaved {
+  forward(q: Tensor, k: Tensor, v: Tensor, layout: SequenceLayout): AttentionSaved {
     const t = checkQkvShapes(this.shape, q, k, v);
+    this.checkLayout(layout);
     const qH = this.toHeads(q, 'saved');
     const kH = this.kvToHeads(k);
     const vH = this.kvToHeads(v);
-    const state: TwoDState = { q: qH, k: kH, v: vH, ring: this.ring.forward(qH, kH, vH) };
+    const state: TwoDState = { q: qH, k: kH, v: vH, ring: this.ring.forward(qH, kH, vH, layout) };
     const out = Tensor.zeros(q.arena, [t, this.shape.heads, this.shape.headDim], 'saved');
     gatherHeads(this.hpGroup, state.ring.out, out);
     return { out, state };
@@ -95,8 +96,9 @@ export class TwoDAttention implements AttentionCore {
    * @throws Error naming the first of dOut, dq, dk, dv whose shape does not match the forward's,
    * or when the ring's hops differ from the forward's (F2).
    */
-  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor): void {
+  backward(saved: AttentionSaved, dOut: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, layout: SequenceLayout): void {
     const t = saved.out.shape[0]!;
+    this.checkLayout(layout);
     const { heads, kvHeads, headDim } = this.shape;
     expectShape('dOut', dOut, t, heads, headDim);
     expectShape('dq', dq, t, heads, headDim);
@@ -108,7 +110,7 @@ export class TwoDAttention implements AttentionCore {
     const dqH = Tensor.zeros(arena, st.q.shape, 'scratch');
     const dkH = Tensor.zeros(arena, st.k.shape, 'scratch');
     const dvH = Tensor.zeros(arena, st.v.shape, 'scratch');
-    this.ring.backward(st.ring, st.q, st.k, st.v, dOutH, dqH, dkH, dvH);
+    this.ring.backward(st.ring, st.q, st.k, st.v, dOutH, dqH, dkH, dvH, layout);
     dOutH.free();
     gatherHeads(this.hpGroup, dqH, dq, true);
     this.fromHeadsKv(dkH, dk);
@@ -128,6 +130,16 @@ export class TwoDAttention implements AttentionCore {
    */
   headSplitLse(saved: AttentionSaved): Tensor {
     return (saved.state as TwoDState).ring.lse;
+  }
+
+  /** Hops of this core's ring that ran the kernels or were skipped (nothing visible), since construction. */
+  get ringCounters(): RingCounters {
+    return this.ring.counters;
+  }
+
+  /** @throws Error when the layout's hp is not this core's hp group size (its cp is checked by the ring). */
+  private checkLayout(layout: SequenceLayout): void {
+    if (layout.hp !== this.hpGroup.size) throw new Error(`attention: the sequence layout is for hp = ${layout.hp}, but this 2D-Attention's hp group has ${this.hpGroup.size} ranks`);
   }
 
   /** [T, Hx, d] → a new [hp·T, Hx/hp, d] from x's arena. */

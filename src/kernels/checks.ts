@@ -1,5 +1,5 @@
 import type { Tensor } from '../tensor/tensor.js';
-import type { MatmulOptions } from './kernels.js';
+import type { AttentionMask, MatmulOptions } from './kernels.js';
 
 /*
  * Argument checks shared by the kernel backends (reference, wasm, blas), so that every backend
@@ -76,10 +76,10 @@ export interface AttentionDims {
 
 /**
  * Check q [Sq, H, d], k and v [Sk, Hkv, d] (H a multiple of Hkv), outputs shaped like q (or
- * like k for names starting dk/dv) and lse [Sq, H]; causal needs Sq = Sk.
- * @throws Error naming the tensor, its shape and the expected shape.
+ * like k for names starting dk/dv), lse [Sq, H] and the mask ({@link checkMask}).
+ * @throws Error naming the tensor, its shape and the expected shape, or the mask field.
  */
-export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<string, Tensor>, lse: Tensor, causal: boolean): AttentionDims {
+export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<string, Tensor>, lse: Tensor, mask: AttentionMask): AttentionDims {
   if (q.shape.length !== 3) throw new Error(`attention: q must be [Sq, H, d], got shape ${shapeText(q)}`);
   if (k.shape.length !== 3) throw new Error(`attention: k must be [Sk, Hkv, d], got shape ${shapeText(k)}`);
   const [sq, heads, d] = q.shape as [number, number, number];
@@ -94,10 +94,48 @@ export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<stri
     if (t.size !== want) throw new Error(`attention: ${name} ${shapeText(t)} must have ${want} elements (the shape of ${want === k.size ? 'k' : 'q'})`);
   }
   if (lse.size !== sq * heads) throw new Error(`attention: lse ${shapeText(lse)} must be [Sq, H] = [${sq}, ${heads}]`);
-  if (causal && sq !== sk) {
-    throw new Error(`attention: causal attention needs Sq = Sk (query i sees keys j ≤ i), got Sq = ${sq}, Sk = ${sk}; use causal: false for a rectangular block`);
-  }
+  checkMask(mask, sq, sk);
   return { sq, sk, heads, kvHeads, d, group: heads / kvHeads };
+}
+
+/**
+ * Check an attention mask against a block of Sq queries and Sk keys: a causal offset is an
+ * integer; document ranges are [Sq] each with 0 ≤ keyStart, keyEnd ≤ Sk.
+ * @throws Error naming the mask field, the value and what is valid.
+ */
+export function checkMask(mask: AttentionMask, sq: number, sk: number): void {
+  if (mask.kind === 'none') return;
+  if (mask.kind === 'causal') {
+    if (!Number.isInteger(mask.offset)) throw new Error(`attention: causal mask offset = ${mask.offset} is invalid: it must be an integer`);
+    return;
+  }
+  if (mask.kind !== 'documents') throw new Error(`attention: mask kind '${(mask as { kind: unknown }).kind}' is unknown; valid kinds: none, causal, documents`);
+  for (const [name, a] of [['keyStart', mask.keyStart], ['keyEnd', mask.keyEnd]] as const) {
+    if (a.length !== sq) throw new Error(`attention: documents mask ${name} has ${a.length} entries, expected one per query row (Sq = ${sq})`);
+    for (let i = 0; i < sq; i++) {
+      if (a[i]! < 0 || a[i]! > sk) throw new Error(`attention: documents mask ${name}[${i}] = ${a[i]} is outside [0, Sk = ${sk}]`);
+    }
+  }
+}
+
+/**
+ * The visible keys of every query row as ranges [start[i], end[i]) of the block's key rows
+ * (empty when start ≥ end): the one form every kernel backend runs on.
+ */
+export function keyRanges(mask: AttentionMask, sq: number, sk: number): { start: Int32Array; end: Int32Array } {
+  if (mask.kind === 'documents') return { start: mask.keyStart, end: mask.keyEnd };
+  const start = new Int32Array(sq);
+  const end = new Int32Array(sq);
+  for (let i = 0; i < sq; i++) end[i] = mask.kind === 'none' ? sk : Math.max(0, Math.min(sk, i + 1 + mask.offset));
+  return { start, end };
+}
+
+/** Visible (query, key) pairs of a block under `mask` (per head). */
+export function maskPairs(mask: AttentionMask, sq: number, sk: number): number {
+  const { start, end } = keyRanges(mask, sq, sk);
+  let n = 0;
+  for (let i = 0; i < sq; i++) n += Math.max(0, end[i]! - start[i]!);
+  return n;
 }
 
 /**

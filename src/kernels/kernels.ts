@@ -17,16 +17,17 @@ export interface Kernels {
   /**
    * Attention of one block with log-sum-exp. q [Sq, H, d], k and v [Sk, Hkv, d] with H a
    * multiple of Hkv (query head j uses KV head ⌊j / (H/Hkv)⌋); writes out [Sq, H, d] and
-   * lse [Sq, H] (natural log of the sum of exp(scale·q·k) over visible keys). `causal`
-   * requires Sq = Sk and lets query i see keys j ≤ i. A row with no visible key gets output 0
-   * and lse −∞. Never materialises an Sq×Sk matrix.
+   * lse [Sq, H] (natural log of the sum of exp(scale·q·k) over visible keys). `opts.mask` says
+   * which keys each query row sees ({@link AttentionMask}; any Sq and Sk). A row with no visible
+   * key gets output 0 and lse −∞. Never materialises an Sq×Sk matrix.
    */
   attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, opts: AttentionOptions): void;
 
   /**
    * Gradient share of one block, given the FINAL merged output `o` and `lse` of these query
    * rows (algorithms.md §5): accumulates into dq [Sq, H, d], dk and dv [Sk, Hkv, d].
-   * D = rowsum(dO ∘ O) is computed from `o`. Rows with lse −∞ contribute nothing.
+   * D = rowsum(dO ∘ O) is computed from `o`. Rows with lse −∞ or no visible key contribute
+   * nothing; keys no row sees get zero gradient.
    */
   attentionBackward(
     q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor,
@@ -84,8 +85,25 @@ export interface MatmulOptions {
   accumulate?: boolean;
 }
 
+/**
+ * Which keys each query row of one attention block sees; key indices are the block's own rows
+ * [0, Sk), query indices its rows [0, Sq).
+ * - `none`: every key.
+ * - `causal`: query i sees keys j ≤ i + offset (offset 0 with Sq = Sk is the lower triangle; a
+ *   block whose keys start `offset` tokens before its queries has that offset).
+ * - `documents`: query i sees keys [keyStart[i], keyEnd[i]) (both [Sq]; an empty range is a row
+ *   with no visible key). SequenceLayout (src/parallel/sequence-layout.ts) computes them from
+ *   cu_seqlens: a block's tokens ascend in sequence order, so the keys of a query's document up
+ *   to itself are one contiguous run of rows.
+ */
+export type AttentionMask =
+  | { kind: 'none' }
+  | { kind: 'causal'; offset: number }
+  | { kind: 'documents'; keyStart: Int32Array; keyEnd: Int32Array };
+
 export interface AttentionOptions {
-  causal: boolean;
+  /** Visible keys of each query row. */
+  mask: AttentionMask;
   /** Score scale, normally 1/√d. */
   scale: number;
 }

@@ -7,7 +7,7 @@ import { headDim } from './config.js';
 import { type MlpSaved, SwiGLUMlp } from './mlp.js';
 import type { ParamStore } from './params.js';
 import { RMSNorm, type RMSNormSaved } from './rmsnorm.js';
-import { SelfAttention, type SelfAttentionSaved } from './self-attention.js';
+import { SelfAttention, type SelfAttentionSaved, type TokenPlacement } from './self-attention.js';
 
 /**
  * Every intermediate the block's backward needs: the normalised inputs of both branches (xn1,
@@ -25,15 +25,15 @@ interface BlockInternals {
 
 /**
  * What {@link TransformerBlock.forward} keeps, by checkpoint policy. The block input x [T, D]
- * and the positions are the caller's (x must stay alive until backward).
+ * and the token placement are the caller's (x must stay alive until backward).
  * - `none`: every intermediate (category 'saved');
  * - `full`: nothing but x;
  * - `selective++`: x and the attention core's saved state (output, LSE, the core's q/k/v).
  */
 export type BlockSaved =
-  | { policy: 'none'; x: Tensor; positions: Int32Array; internals: BlockInternals }
-  | { policy: 'full'; x: Tensor; positions: Int32Array }
-  | { policy: 'selective++'; x: Tensor; positions: Int32Array; attn: AttentionSaved };
+  | { policy: 'none'; x: Tensor; placement: TokenPlacement; internals: BlockInternals }
+  | { policy: 'full'; x: Tensor; placement: TokenPlacement }
+  | { policy: 'selective++'; x: Tensor; placement: TokenPlacement; attn: AttentionSaved };
 
 /** Per-block counts since construction (what the checkpoint tests read, failure cases F10, F11). */
 export interface BlockCounters {
@@ -78,20 +78,20 @@ export class TransformerBlock {
   }
 
   /**
-   * x [T, D] and the tokens' global positions [T] → y [T, D] (category 'saved', owned by the
+   * x [T, D] and the tokens' placement (RoPE positions [T], the step's layout) → y [T, D] (category 'saved', owned by the
    * caller, who must keep x alive until backward). What is kept depends on the policy
    * ({@link BlockSaved}); a checkpointed block's intermediates are 'activations', freed here.
    */
-  forward(x: Tensor, positions: Int32Array): { y: Tensor; saved: BlockSaved } {
+  forward(x: Tensor, placement: TokenPlacement): { y: Tensor; saved: BlockSaved } {
     const { policy } = this;
     const keep = policy === 'none';
-    const { internals, y } = this.compute(x, positions, undefined, keep ? 'saved' : 'activations', false);
-    if (keep) return { y: y!, saved: { policy, x, positions, internals } };
+    const { internals, y } = this.compute(x, placement, undefined, keep ? 'saved' : 'activations', false);
+    if (keep) return { y: y!, saved: { policy, x, placement, internals } };
     const attn = internals.attn.attn;
     this.releaseInternals(internals, policy === 'full');
-    if (policy === 'full') return { y: y!, saved: { policy, x, positions } };
+    if (policy === 'full') return { y: y!, saved: { policy, x, placement } };
     this.counters.attentionKept++;
-    return { y: y!, saved: { policy, x, positions, attn } };
+    return { y: y!, saved: { policy, x, placement, attn } };
   }
 
   /**
@@ -107,7 +107,7 @@ export class TransformerBlock {
     else {
       this.counters.recomputes++;
       const attn = saved.policy === 'selective++' ? saved.attn : undefined;
-      internals = this.compute(saved.x, saved.positions, attn, 'activations', true).internals;
+      internals = this.compute(saved.x, saved.placement, attn, 'activations', true).internals;
     }
     const { kernels } = this;
     const arena = dy.arena;
@@ -129,20 +129,20 @@ export class TransformerBlock {
    */
   private compute(
     x: Tensor,
-    positions: Int32Array,
+    placement: TokenPlacement,
     kept: AttentionSaved | undefined,
     category: MemoryCategory,
     recompute: boolean,
   ): { internals: BlockInternals; y?: Tensor } {
-    if (positions.length !== x.shape[0]) {
-      throw new Error(`layer ${this.layer}: positions has ${positions.length} entries but the layer input x has shape [${x.shape.join(', ')}]`);
+    if (placement.positions.length !== x.shape[0]) {
+      throw new Error(`layer ${this.layer}: positions has ${placement.positions.length} entries but the layer input x has shape [${x.shape.join(', ')}]`);
     }
     const xn1 = Tensor.zeros(x.arena, x.shape, category);
     const attnNorm = this.attnNorm.forward(xn1, x, category);
     const h = Tensor.from(x.arena, x.shape, x.data, category);
     let attn: AttentionSaved;
     if (kept === undefined) {
-      attn = this.attn.attend(xn1, positions);
+      attn = this.attn.attend(xn1, placement);
       this.counters.attentionForwards++;
       if (recompute) this.counters.attentionRecomputes++;
     } else {
@@ -166,7 +166,7 @@ export class TransformerBlock {
       y = Tensor.from(x.arena, x.shape, h.data, 'saved');
       mlp = this.mlp.forward(y, xn2, category);
     }
-    return { internals: { attnNorm, xn1, attn: { xn: xn1, positions, attn }, h, mlpNorm, xn2, mlp }, y };
+    return { internals: { attnNorm, xn1, attn: { xn: xn1, placement, attn }, h, mlpNorm, xn2, mlp }, y };
   }
 
   /** Free a checkpointed forward's intermediates; the attention core's state too when `withAttention`. */

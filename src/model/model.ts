@@ -1,5 +1,6 @@
 import type { AttentionCore } from '../attention/core.js';
 import type { Kernels } from '../kernels/kernels.js';
+import type { SequenceLayout } from '../parallel/sequence-layout.js';
 import type { Arena } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
 import { type BlockCounters, TransformerBlock, type BlockSaved } from './block.js';
@@ -106,24 +107,27 @@ export class Transformer<S extends ParamStore = ModelParams> {
   }
 
   /**
-   * Forward over this rank's T tokens. tokens [T] in [0, V); positions [T] the tokens' global
-   * positions in the sequence (≥ 0; RoPE uses them); labels [T] in [0, V) or −1 (ignored).
+   * Forward over this rank's T tokens. tokens [T] in [0, V); positions [T] the tokens' RoPE
+   * positions (≥ 0: their offsets in their document or in the sequence, docs/data.md); labels
+   * [T] in [0, V) or −1 (ignored); `layout` the step's SequenceLayout, whose rankTokens these
+   * tokens are and which gives every attention mask.
    * Returns the SUM of the valid tokens' cross-entropy losses (natural log, float64) and keeps
    * what {@link backward} needs; d loss/d logit of a valid token is gradScale·(softmax − onehot)
    * (the trainer passes 1 / valid tokens of the whole global batch).
    * @throws Error naming the array and index of an invalid token, position or label, on length
    * mismatches, a non-finite gradScale, or when the previous forward has not been backpropagated.
    */
-  forward(tokens: Int32Array, positions: Int32Array, labels: Int32Array, gradScale: number): number {
+  forward(tokens: Int32Array, positions: Int32Array, labels: Int32Array, gradScale: number, layout: SequenceLayout): number {
     if (this.state !== undefined) throw new Error('Transformer.forward: the previous forward still holds its activations; call backward() first');
     this.checkInputs(tokens, positions, labels, gradScale);
+    const placement = { positions, layout };
     const t = tokens.length;
     const x0 = Tensor.zeros(this.arena, [t, this.config.dim], 'saved');
     this.using('embedding', 'forward', () => this.embedding.forward(x0, tokens));
     const residuals = [x0];
     const blocks: BlockSaved[] = [];
     for (const [l, block] of this.blocks.entries()) {
-      const { y, saved } = this.using(`layers.${l}`, 'forward', () => block.forward(residuals[residuals.length - 1]!, positions));
+      const { y, saved } = this.using(`layers.${l}`, 'forward', () => block.forward(residuals[residuals.length - 1]!, placement));
       residuals.push(y);
       blocks.push(saved);
     }

@@ -1,25 +1,36 @@
 import type { AttentionCore, AttentionSaved } from '../attention/core.js';
 import type { Kernels } from '../kernels/kernels.js';
+import type { SequenceLayout } from '../parallel/sequence-layout.js';
 import { Tensor } from '../tensor/tensor.js';
 import { headDim } from './config.js';
 import { linearBackwardInput, linearBackwardWeight, linearForward } from './linear.js';
 import type { ParamStore } from './params.js';
 
 /**
+ * Where this rank's T tokens sit in the step's sequence: their RoPE positions [T] (offsets in
+ * their document, or in the sequence; docs/data.md) and the step's SequenceLayout, which says
+ * which sequence indices the rank holds and what each query may see.
+ */
+export interface TokenPlacement {
+  positions: Int32Array;
+  layout: SequenceLayout;
+}
+
+/**
  * What {@link SelfAttention.backward} needs from the forward ({@link SelfAttention.attend} then
- * {@link SelfAttention.project}): its input xn (owned by the caller), the positions and the
- * attention core's saved state (output, LSE and the core's own q/k/v; owned by the core, freed
- * by its backward or release).
+ * {@link SelfAttention.project}): its input xn (owned by the caller), the token placement and
+ * the attention core's saved state (output, LSE and the core's own q/k/v; owned by the core,
+ * freed by its backward or release).
  */
 export interface SelfAttentionSaved {
   xn: Tensor;
-  positions: Int32Array;
+  placement: TokenPlacement;
   attn: AttentionSaved;
 }
 
 /**
  * Grouped-query self-attention of one layer: q = xn·Wqᵀ, k = xn·Wkᵀ, v = xn·Wvᵀ, RoPE on q and k
- * with the tokens' GLOBAL positions (failure case F6), an injected {@link AttentionCore}
+ * at the tokens' own positions (never their place in the shard: failure case F6), an injected {@link AttentionCore}
  * (single-rank or 2D-Attention) and the output projection Wo. Parameters `layers.l.attn.{wq,wk,wv,wo}`.
  */
 export class SelfAttention {
@@ -49,12 +60,13 @@ export class SelfAttention {
   }
 
   /**
-   * The attention core on RoPE(xn·Wqᵀ), RoPE(xn·Wkᵀ), xn·Wvᵀ for xn [T, D] and the tokens' global
-   * positions [T]. q [T, H, d], k and v [T, Hkv, d] are temporaries (category 'activations'):
-   * the core keeps its own copy of what its backward needs.
+   * The attention core on RoPE(xn·Wqᵀ), RoPE(xn·Wkᵀ), xn·Wvᵀ for xn [T, D] at the placement's
+   * positions [T], masked by its layout. q [T, H, d], k and v [T, Hkv, d] are temporaries
+   * (category 'activations'): the core keeps its own copy of what its backward needs.
    */
-  attend(xn: Tensor, positions: Int32Array): AttentionSaved {
+  attend(xn: Tensor, placement: TokenPlacement): AttentionSaved {
     const { kernels, heads, kvHeads, headDim: d, ropeTheta, params } = this;
+    const { positions } = placement;
     const t = positions.length;
     const q = Tensor.zeros(xn.arena, [t, heads, d], 'activations');
     const k = Tensor.zeros(xn.arena, [t, kvHeads, d], 'activations');
@@ -64,7 +76,7 @@ export class SelfAttention {
     linearForward(kernels, v, xn, params.param(this.wv), false);
     kernels.rope(q, positions, ropeTheta, false);
     kernels.rope(k, positions, ropeTheta, false);
-    const attn = this.core.forward(q, k, v);
+    const attn = this.core.forward(q, k, v, placement.layout);
     for (const tensor of [q, k, v]) tensor.free();
     return attn;
   }
@@ -85,7 +97,8 @@ export class SelfAttention {
    */
   backward(saved: SelfAttentionSaved, dResidual: Tensor, dxn: Tensor): void {
     const { kernels, ropeTheta, heads, kvHeads, headDim: d, params } = this;
-    const { xn, positions, attn } = saved;
+    const { xn, placement, attn } = saved;
+    const { positions } = placement;
     const arena = xn.arena;
     const t = positions.length;
     // Wo's gradient needs the attention output, which the core's backward frees.
@@ -95,7 +108,7 @@ export class SelfAttention {
     const dq = Tensor.zeros(arena, [t, heads, d], 'activations');
     const dk = Tensor.zeros(arena, [t, kvHeads, d], 'activations');
     const dv = Tensor.zeros(arena, [t, kvHeads, d], 'activations');
-    this.core.backward(attn, dOut, dq, dk, dv);
+    this.core.backward(attn, dOut, dq, dk, dv, placement.layout);
     dOut.free();
     // RoPE is a rotation, so its backward is the inverse rotation at the same positions.
     kernels.rope(dq, positions, ropeTheta, true);

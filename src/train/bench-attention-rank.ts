@@ -10,6 +10,7 @@ import type { RankContext } from '../comm/rank-context.js';
 import { getKernels } from '../kernels/registry.js';
 import { ParallelDims } from '../parallel/dims.js';
 import { buildRankGroups } from '../parallel/rank-groups.js';
+import { SequenceLayout } from '../parallel/sequence-layout.js';
 import { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionBenchOptions } from './bench-attention.js';
@@ -54,12 +55,12 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
     heads: a.heads,
     kvHeads: a.kvHeads,
     headDim: a.headDim,
-    causal: a.causal,
     hpGroup: groups.hp,
     cpGroup: groups.cp,
     innerGroup: groups.inner,
     outerGroup: groups.outer,
   });
+  const layout = new SequenceLayout({ hp: a.hp, cp: a.cp, seqLen: a.seqLen, causal: a.causal });
   // The values only need to be finite and varied: timing and traffic do not depend on them.
   const rng = new Rng((a.seed + ctx.rank * 0x9e3779b9) >>> 0);
   const t = a.seqLen / dims.sp;
@@ -77,10 +78,10 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
     groups.world.barrier();
     ctx.resetCounters();
     const start = performance.now();
-    const saved = attn.forward(q, k, v);
+    const saved = attn.forward(q, k, v, layout);
     const forward = ctx.counters();
     ctx.resetCounters();
-    attn.backward(saved, dOut, dq, dk, dv);
+    attn.backward(saved, dOut, dq, dk, dv, layout);
     const ms = performance.now() - start;
     const backward = ctx.counters();
     if (i < a.warmup) continue;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import type { Kernels } from '../kernels/kernels.js';
+import type { AttentionOptions, Kernels } from '../kernels/kernels.js';
 import { BACKEND_NAMES, backendStatus, createKernels, type BackendName } from '../kernels/registry.js';
 import { Arena } from '../tensor/arena.js';
 import { Rng } from '../tensor/rng.js';
@@ -216,7 +216,7 @@ function attentionCase(backend: BackendName, kernels: Kernels, arena: Arena, seq
   const out = Tensor.zeros(arena, [seqLen, heads, HEAD_DIM]);
   const lse = Tensor.zeros(arena, [seqLen, heads]);
   const grads = [Tensor.zeros(arena, [seqLen, heads, HEAD_DIM]), Tensor.zeros(arena, [seqLen, kvHeads, HEAD_DIM]), Tensor.zeros(arena, [seqLen, kvHeads, HEAD_DIM])] as const;
-  const att = { causal: true, scale: 1 / Math.sqrt(HEAD_DIM) };
+  const att: AttentionOptions = { mask: { kind: 'causal', offset: 0 }, scale: 1 / Math.sqrt(HEAD_DIM) };
   try {
     const ms = timeMedian(
       () => {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
 import { z } from 'zod';
 import { BACKEND_CHOICES } from '../comm/backends.js';
+import { PACKING_MODES, packingOptions, POSITION_MODES } from '../data/packing.js';
 import { DATA_SOURCES } from '../data/sources.js';
 import { TOKENIZER_NAMES, TOKENIZER_VOCAB_SIZES } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
@@ -12,6 +13,7 @@ import { validateModelConfig } from '../model/config.js';
 import { ZERO_SHARD_GROUPS, type ZeroShardGroup } from '../parallel/rank-groups.js';
 import { PLACEMENTS, ParallelDims, validateLayout } from '../parallel/dims.js';
 import { PRESETS, resolveLayout, type Preset, type ResolvedLayout } from '../parallel/presets.js';
+import { SHARDINGS, type Sharding } from '../parallel/sequence-layout.js';
 
 /**
  * The run's configuration: a TOML file (docs/config.md lists every key) plus `--set
@@ -47,6 +49,10 @@ const dataSchema = z.strictObject({
   // a config that leaves them out prints and compares as before.
   maxFileMiB: int(1).optional(),
   invalidText: z.enum(['error', 'skip']).optional(),
+  // Also optional for the same reason: data/packing.ts packingOptions applies the defaults
+  // ("concat"; positions "document" with "documents", else "sequence").
+  packing: z.enum(PACKING_MODES).optional(),
+  positions: z.enum(POSITION_MODES).optional(),
 });
 
 const parallelSchema = z.strictObject({
@@ -58,6 +64,10 @@ const parallelSchema = z.strictObject({
   cp: int(1).optional(),
   placement: z.enum(PLACEMENTS as ['head-first', 'context-first']).default('head-first'),
   innerRingSize: int(1).optional(),
+  // How a sequence's tokens go to the ring positions (parallel/sequence-layout.ts). Optional, defaults
+  // applied by shardingOptions ("zigzag", 8), so a config that leaves them out prints as before.
+  sharding: z.enum(SHARDINGS as [Sharding, ...Sharding[]]).optional(),
+  balanceChunks: int(1).optional(),
 });
 
 const optimSchema = z.strictObject({
@@ -153,7 +163,7 @@ type ParsedConfig = z.infer<typeof configSchema>;
  */
 export type Config = Omit<ParsedConfig, 'model' | 'parallel' | 'save' | 'log'> & {
   model: ParsedConfig['model'] & { vocabSize: number };
-  parallel: ResolvedLayout & { preset?: Preset };
+  parallel: ResolvedLayout & { preset?: Preset; sharding?: Sharding; balanceChunks?: number };
   save: ParsedConfig['save'] & { dir: string };
   log: ParsedConfig['log'] & { dir: string };
 };
@@ -231,7 +241,7 @@ function isTable(v: unknown): v is Record<string, unknown> {
  * Validate a raw config object (as parsed from TOML) and fill in defaults.
  * Checks each key's type and range, unknown sections and keys (listing the allowed ones), and
  * the cross-field rules that need no model or data: data.path given for source "files",
- * minLr ≤ lr, vocabSize ≥ the tokenizer's, heads divisible into an even
+ * data.positions = "document" only with data.packing = "documents", minLr ≤ lr, vocabSize ≥ the tokenizer's, heads divisible into an even
  * headDim, and the parallel layout (innerRingSize | cp, hp vs heads/kvHeads, seqLen a multiple
  * of 2·sp: parallel/dims.ts validateLayout).
  * @throws ConfigError listing every problem found, each naming the key, the value and what is allowed.
@@ -283,12 +293,25 @@ function resolveConfig(cfg: ParsedConfig): { config?: Config; problems: string[]
     }
   };
   collect(() => validateModelConfig(model));
+  collect(() => packingOptions(data));
   const parallel = collect(() => resolveLayout(cfg.parallel));
   if (parallel !== undefined) collect(() => validateLayout(new ParallelDims(parallel), { heads: model.heads, kvHeads: model.kvHeads, seqLen: train.seqLen }));
   if (out.length > 0 || parallel === undefined) return { problems: out };
   const save = { ...cfg.save, dir: cfg.save.dir ?? join(cfg.run.dir, 'checkpoints') };
   const log = { ...cfg.log, dir: cfg.log.dir ?? cfg.run.dir };
-  return { config: { ...cfg, model, save, log, parallel: cfg.parallel.preset === undefined ? parallel : { ...parallel, preset: cfg.parallel.preset } }, problems: [] };
+  const { preset, sharding, balanceChunks } = cfg.parallel;
+  const resolved: Config['parallel'] = {
+    ...parallel,
+    ...(preset !== undefined ? { preset } : {}),
+    ...(sharding !== undefined ? { sharding } : {}),
+    ...(balanceChunks !== undefined ? { balanceChunks } : {}),
+  };
+  return { config: { ...cfg, model, save, log, parallel: resolved }, problems: [] };
+}
+
+/** parallel.sharding and parallel.balanceChunks with their defaults ("zigzag", 8) applied. */
+export function shardingOptions(parallel: { sharding?: Sharding | undefined; balanceChunks?: number | undefined }): { sharding: Sharding; balanceChunks: number } {
+  return { sharding: parallel.sharding ?? 'zigzag', balanceChunks: parallel.balanceChunks ?? 8 };
 }
 
 type Issue = z.core.$ZodIssue;

@@ -52,6 +52,11 @@ export interface StepMetrics {
   peakBytesByCategory: Record<MemoryCategory, number[]>;
   /** Milliseconds each rank spent blocked on communication during the step. */
   commWaitMs: number[];
+  /**
+   * Attention work imbalance: max / mean over the ranks of the visible (query, key) pairs each
+   * rank's ring position computed in the step (1 = balanced; docs/attention.md, Balance).
+   */
+  attentionImbalance: number;
   /** Payload bytes sent during the step by all ranks together, per group kind (docs/comm.md, Counters). */
   commBytesByKind: Record<GroupKind, number>;
 }
@@ -68,8 +73,16 @@ export interface RankStepReport {
   peakBytes: number;
   peakBytesByCategory: Record<MemoryCategory, number>;
   commWaitMs: number;
+  /** Visible (query, key) pairs per head of this rank's ring position over its sequences of the step. */
+  attentionPairs: number;
   /** Payload bytes this rank sent during the step, per group kind. */
   commBytesByKind: Record<GroupKind, number>;
+}
+
+/** max / mean of non-negative values (1 when they are all 0). */
+function imbalance(values: number[]): number {
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  return mean === 0 ? 1 : Math.max(...values) / mean;
 }
 
 /**
@@ -95,6 +108,7 @@ export function combineStep(reports: RankStepReport[], tokensPerStep: number, mo
     peakBytes: reports.map((r) => r.peakBytes),
     peakBytesByCategory: Object.fromEntries(MEMORY_CATEGORIES.map((c) => [c, reports.map((r) => r.peakBytesByCategory[c])])) as Record<MemoryCategory, number[]>,
     commWaitMs: reports.map((r) => r.commWaitMs),
+    attentionImbalance: imbalance(reports.map((r) => r.attentionPairs)),
     commBytesByKind: Object.fromEntries(GROUP_KINDS.map((k) => [k, reports.reduce((sum, r) => sum + r.commBytesByKind[k], 0)])) as Record<GroupKind, number>,
   };
 }

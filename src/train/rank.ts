@@ -1,8 +1,8 @@
 import { TwoDAttention } from '../attention/two-d.js';
 import { GROUP_KINDS, type CommCounters, type GroupKind, type ProcessGroup } from '../comm/process-group.js';
 import type { RankContext } from '../comm/rank-context.js';
-import { type Sequence, SequenceSampler, sequencePosition } from '../data/packing.js';
-import { shardSequence } from '../data/shard.js';
+import { packingOptions, type Sequence, SequenceSampler, sequencePosition } from '../data/packing.js';
+import { sequenceLayoutOf, shardSequence } from '../data/shard.js';
 import type { Kernels } from '../kernels/kernels.js';
 import { createKernels } from '../kernels/registry.js';
 import { headDim } from '../model/config.js';
@@ -13,19 +13,22 @@ import { allSumF64 } from '../comm/collectives.js';
 import { ZeroOptimizer, type ZeroStage } from '../optim/zero.js';
 import { WarmupCosineSchedule } from '../optim/schedule.js';
 import { ParallelDims } from '../parallel/dims.js';
+import type { SequenceLayout } from '../parallel/sequence-layout.js';
 import { buildRankGroups, type ZeroShardGroup } from '../parallel/rank-groups.js';
 import { loadCheckpoint, readTrainerState, saveCheckpoint, type TrainerState } from './checkpoint.js';
-import type { Config } from './config.js';
+import { shardingOptions, type Config } from './config.js';
 import { TrainingDivergedError } from '../errors.js';
 import type { RankStepReport } from './metrics.js';
 import { scheduleOf } from './resume-schedule.js';
 
-/** What the launcher hands every rank (structured-cloneable; `stream` lives in a SharedArrayBuffer). */
+/** What the launcher hands every rank (structured-cloneable; `stream` and `docStarts` live in SharedArrayBuffers). */
 export interface RankTrainArgs {
   config: Config;
   tokenizer: string;
   /** The packed token stream of the whole data set (data/packing.ts). */
   stream: Int32Array;
+  /** Where each document starts in `stream` (TokenStream.docStarts), for data.packing = "documents". */
+  docStarts: Int32Array;
   /** Checkpoint folder to resume from, if any. */
   resumeFrom?: string;
   /** Last step to run (≤ config.train.steps); a checkpoint is written there. */
@@ -55,6 +58,8 @@ export interface RankSetup {
   model: Transformer<ParamStore>;
   /** Hybrid ZeRO of optim.zeroStage over optim.zeroShardGroup: owns the parameter store and the optimizer state. */
   zero: ZeroOptimizer;
+  /** The SequenceLayout of one sequence under this run's layout, mask and sharding (built once per sequence). */
+  layoutOf: (seq: Sequence) => SequenceLayout;
 }
 
 /**
@@ -77,7 +82,6 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
       heads: cfg.model.heads,
       kvHeads: cfg.model.kvHeads,
       headDim: headDim(cfg.model),
-      causal: cfg.train.causal,
       innerGroup: groups.inner,
       outerGroup: groups.outer,
       tracer: ctx.tracer,
@@ -95,7 +99,8 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
     world,
   });
   const model = new Transformer(kernels, ctx.arena, cfg.model, attention, { params: zero.store, checkpoint });
-  return { dims, kernels, world, model, zero };
+  const sharding = { causal: cfg.train.causal, ...shardingOptions(cfg.parallel) };
+  return { dims, kernels, world, model, zero, layoutOf: (seq) => sequenceLayoutOf(dims, seq, sharding) };
 }
 
 /**
@@ -103,38 +108,42 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
  * every token shard (dp × hp × cp) by `reduceGradients` (default: all-reduce of the whole
  * gradients over `world`, for replicated {@link ModelParams}; a ZeRO run passes
  * ZeroOptimizer.reduceGradients). `batch` is the whole global batch in dp-major
- * order (dp index d uses batch[d·B … d·B + B − 1], B = batch.length / dp). Returns the loss
+ * order (dp index d uses batch[d·B … d·B + B − 1], B = batch.length / dp); each sequence is
+ * sharded and masked by its own SequenceLayout (`setup.layoutOf`). Returns the loss
  * Σ token losses / Σ valid labels of the WHOLE batch (labels −1 are ignored), identical on
- * every rank; the gradients are of that loss.
+ * every rank (the gradients are of that loss), and this rank's attention work: the visible
+ * (query, key) pairs per head of its ring position over its sequences.
  * @throws Error when the batch does not split evenly over dp or holds no valid label, or when a
  * sharded store comes without its reduction.
  */
 export function forwardBackward(
-  model: Transformer<ParamStore>,
-  dims: ParallelDims,
+  setup: Pick<RankSetup, 'model' | 'dims' | 'world' | 'layoutOf'>,
   rank: number,
-  world: ProcessGroup,
   batch: readonly Sequence[],
   reduceGradients: () => void = () => {
-    if (!(model.params instanceof ModelParams)) throw new Error('forwardBackward: sharded parameters need their ZeroOptimizer.reduceGradients');
-    world.allReduce(model.params.grads.data);
+    if (!(setup.model.params instanceof ModelParams)) throw new Error('forwardBackward: sharded parameters need their ZeroOptimizer.reduceGradients');
+    setup.world.allReduce(setup.model.params.grads.data);
   },
-): number {
+): { loss: number; attentionPairs: number } {
+  const { model, dims, world } = setup;
   if (batch.length % dims.dp !== 0) throw new Error(`global batch of ${batch.length} sequences does not split over dp = ${dims.dp}`);
   const perDp = batch.length / dims.dp;
   let validLabels = 0;
   for (const seq of batch) validLabels += countValidLabels(seq.labels);
   if (validLabels === 0) throw new Error('the global batch has no valid label (all are −1); its loss is undefined');
-  const { block } = dims.coords(rank);
+  const { block, h, c } = dims.coords(rank);
   model.params.zeroGrads();
   let lossSum = 0;
+  let attentionPairs = 0;
   for (const seq of batch.slice(block * perDp, (block + 1) * perDp)) {
-    const shard = shardSequence(dims, rank, seq.tokens, seq.labels);
-    lossSum += model.forward(shard.tokens, shard.positions, shard.labels, 1 / validLabels);
+    const layout = setup.layoutOf(seq);
+    const shard = shardSequence(layout, h, c, seq);
+    lossSum += model.forward(shard.tokens, shard.positions, shard.labels, 1 / validLabels, layout);
     model.backward();
+    attentionPairs += layout.work()[c]!;
   }
   reduceGradients();
-  return allSumF64(world, lossSum) / validLabels;
+  return { loss: allSumF64(world, lossSum) / validLabels, attentionPairs };
 }
 
 /**
@@ -146,13 +155,15 @@ export function forwardBackward(
  * Returns the global mean loss, the norm before clipping and whether the update was skipped,
  * identical on every rank.
  */
-export function trainStep(setup: RankSetup, rank: number, batch: readonly Sequence[], lr: number, maxNorm: number): { loss: number; gradNorm: number; skipped: boolean } {
-  const { model, dims, world, zero } = setup;
-  const loss = forwardBackward(model, dims, rank, world, batch, () => zero.reduceGradients());
+export function trainStep(
+  setup: RankSetup, rank: number, batch: readonly Sequence[], lr: number, maxNorm: number,
+): { loss: number; gradNorm: number; skipped: boolean; attentionPairs: number } {
+  const { zero } = setup;
+  const { loss, attentionPairs } = forwardBackward(setup, rank, batch, () => zero.reduceGradients());
   const gradNorm = zero.clip(maxNorm);
   const skipped = !Number.isFinite(loss) || !Number.isFinite(gradNorm);
   if (!skipped) zero.update(lr);
-  return { loss, gradNorm, skipped };
+  return { loss, gradNorm, skipped, attentionPairs };
 }
 
 /**
@@ -179,7 +190,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
   // A run shorter than its warmup warms up over all of it (train() says so in the log).
   const warmupSteps = Math.min(cfg.optim.warmupSteps, cfg.train.steps);
   const schedule = new WarmupCosineSchedule({ maxLr: cfg.optim.lr, minLr: cfg.optim.minLr, warmupSteps, totalSteps: cfg.train.steps });
-  const sampler = new SequenceSampler(args.stream, cfg.train.seqLen, cfg.train.seed);
+  const sampler = new SequenceSampler(args.stream, cfg.train.seqLen, cfg.train.seed, { ...packingOptions(cfg.data), docStarts: args.docStarts });
   const { batchSize } = cfg.train;
   const maxNorm = cfg.optim.gradClip > 0 ? cfg.optim.gradClip : Infinity;
 
@@ -202,7 +213,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       for (let b = 0; b < batchSize; b++) batch.push(sampler.globalSequence(sequencePosition(step - 1, dims.dp, batchSize, d, b)));
     }
     const lr = schedule.lr(step);
-    const { loss, gradNorm, skipped } = trainStep(setup, ctx.rank, batch, lr, maxNorm);
+    const { loss, gradNorm, skipped, attentionPairs } = trainStep(setup, ctx.rank, batch, lr, maxNorm);
     losses.push(loss);
     if (skipped) nonFinite++;
     // Timed before any checkpoint so that saving does not show up as a slow step.
@@ -217,6 +228,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       stepMs: performance.now() - t0,
       peakBytes: stats.peakBytes,
       peakBytesByCategory: stats.peakByCategory,
+      attentionPairs,
       ...stepTraffic(before, ctx.counters()),
     };
     ctx.report(report);

@@ -3,7 +3,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { createLauncher } from '../comm/backends.js';
 import type { Launcher } from '../comm/launcher.js';
 import type { TraceEvent } from '../comm/trace.js';
-import { buildTokenStream, SequenceSampler } from '../data/packing.js';
+import { buildTokenStream, packingOptions, SequenceSampler } from '../data/packing.js';
 import { loadDocuments } from '../data/sources.js';
 import { createTokenizer } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
@@ -128,10 +128,11 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
 
   const rankCfg: Config = { ...cfg, train: { ...cfg.train, kernels: backend.name } };
   const { documents: docs, notes: dataNotes } = loadDocuments(cfg.data);
-  const tokens = buildTokenStream(docs, tokenizer);
-  const stream = new Int32Array(new SharedArrayBuffer(tokens.byteLength));
-  stream.set(tokens);
-  const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed);
+  const built = buildTokenStream(docs, tokenizer);
+  // Shared, not copied, with every rank of this process (the launcher hands them over).
+  const stream = sharedCopy(built.stream);
+  const docStarts = sharedCopy(built.docStarts);
+  const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed, { ...packingOptions(cfg.data), docStarts });
 
   const metricsPath = join(cfg.log.dir, 'metrics.jsonl');
   const newer = resumeFrom !== undefined && coordinator ? checkResumeTarget(resumeFrom, cfg, firstStep, opts.rollback ?? false) : [];
@@ -182,7 +183,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     }
   };
   let stopSignal: NodeJS.Signals | undefined;
-  const args: RankTrainArgs = { config: rankCfg, tokenizer: tokenizer.name, stream, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
+  const args: RankTrainArgs = { config: rankCfg, tokenizer: tokenizer.name, stream, docStarts, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
   let results: RankTrainResult[];
   const traces: TraceEvent[][] = [];
   try {
@@ -302,4 +303,11 @@ function checkArenaFitsModelStates(cfg: Config, dims: ParallelDims): void {
         `use at least ${Math.ceil((2 * bytes) / 2 ** 20)} (leaving room for activations) or a smaller model`,
     );
   }
+}
+
+/** `a` copied into a SharedArrayBuffer, so the ranks of this process read it without a copy each. */
+function sharedCopy(a: Int32Array): Int32Array {
+  const shared = new Int32Array(new SharedArrayBuffer(a.byteLength));
+  shared.set(a);
+  return shared;
 }

@@ -14,6 +14,11 @@ export interface RefDims {
   kvHeads: number;
   d: number;
   causal: boolean;
+  /**
+   * Whether query i sees key j, replacing `causal` when given (document masks: both indices are
+   * the tensors' own rows).
+   */
+  visible?: (i: number, j: number) => boolean;
   /** Defaults to 1/√d. */
   scale?: number;
 }
@@ -32,6 +37,7 @@ export interface RefGrads {
 }
 
 function visible(dims: RefDims, i: number, j: number): boolean {
+  if (dims.visible !== undefined) return dims.visible(i, j);
   return !dims.causal || j <= i;
 }
 
@@ -212,6 +218,8 @@ export interface LseShard {
   h: number;
   c: number;
   lse: Float32Array;
+  /** Sequence indices of the lse rows (the layout's positionTokens(c)); default: the zigzag pair of c. */
+  positionIndices?: readonly number[];
 }
 
 /**
@@ -222,9 +230,9 @@ export function gatherHeadSplitLse(shards: readonly LseShard[], seq: number, hea
   const full = new Float64Array(seq * heads).fill(NaN);
   const chunk = seq / (2 * cp);
   const hl = heads / hp;
-  for (const { h, c, lse } of shards) {
+  for (const { h, c, lse, positionIndices } of shards) {
     for (let i = 0; i < 2 * chunk; i++) {
-      const g = i < chunk ? c * chunk + i : (2 * cp - 1 - c) * chunk + (i - chunk);
+      const g = positionIndices !== undefined ? positionIndices[i]! : i < chunk ? c * chunk + i : (2 * cp - 1 - c) * chunk + (i - chunk);
       for (let j = 0; j < hl; j++) full[g * heads + h * hl + j] = lse[i * hl + j]!;
     }
   }

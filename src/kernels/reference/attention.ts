@@ -1,5 +1,5 @@
 import type { Tensor } from '../../tensor/tensor.js';
-import { attentionDims, shapeText, type AttentionDims } from '../checks.js';
+import { attentionDims, keyRanges, shapeText } from '../checks.js';
 import type { AttentionOptions } from '../kernels.js';
 
 /**
@@ -12,39 +12,35 @@ import type { AttentionOptions } from '../kernels.js';
  * to any gradient, so −∞ never turns into NaN (DESIGN decision 4, failure case F3).
  */
 
-/** Number of keys visible to query row i: all Sk, or i + 1 when causal. */
-function visibleKeys(i: number, dims: AttentionDims, causal: boolean): number {
-  return causal ? Math.min(i + 1, dims.sk) : dims.sk;
-}
-
 /**
  * Attention of one block with log-sum-exp (Kernels.attentionForward). q [Sq, H, d], k and v
  * [Sk, Hkv, d]; writes out [Sq, H, d] and lse [Sq, H] = log Σ_j exp(scale·q_i·k_j) over the
- * visible keys (natural log). Query head j uses KV head ⌊j / (H/Hkv)⌋. `causal` (Sq = Sk)
- * lets query i see keys j ≤ i. A row with no visible key (Sk = 0) gets out 0 and lse −∞.
- * @throws Error on inconsistent shapes or causal with Sq ≠ Sk.
+ * visible keys of `opts.mask` (natural log). Query head j uses KV head ⌊j / (H/Hkv)⌋. A row
+ * with no visible key gets out 0 and lse −∞.
+ * @throws Error on inconsistent shapes or an invalid mask.
  */
 export function attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, opts: AttentionOptions): void {
-  const dims = attentionDims(q, k, v, { out }, lse, opts.causal);
-  const { sq, heads, kvHeads, d, group } = dims;
-  const scores = new Float64Array(dims.sk);
+  const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { out }, lse, opts.mask);
+  const range = keyRanges(opts.mask, sq, sk);
+  const scores = new Float64Array(sk);
   const acc = new Float64Array(d);
   const qd = q.data;
   const kd = k.data;
   const vd = v.data;
   for (let i = 0; i < sq; i++) {
-    const n = visibleKeys(i, dims, opts.causal);
+    const j0 = range.start[i]!;
+    const j1 = range.end[i]!;
     for (let h = 0; h < heads; h++) {
       const qo = (i * heads + h) * d;
       const kvh = Math.floor(h / group);
       const oo = (i * heads + h) * d;
-      if (n === 0) {
+      if (j1 <= j0) {
         for (let c = 0; c < d; c++) out.data[oo + c] = 0;
         lse.data[i * heads + h] = -Infinity;
         continue;
       }
       let max = -Infinity;
-      for (let j = 0; j < n; j++) {
+      for (let j = j0; j < j1; j++) {
         const ko = (j * kvHeads + kvh) * d;
         let s = 0;
         for (let c = 0; c < d; c++) s += qd[qo + c]! * kd[ko + c]!;
@@ -54,7 +50,7 @@ export function attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, l
       }
       acc.fill(0);
       let sum = 0;
-      for (let j = 0; j < n; j++) {
+      for (let j = j0; j < j1; j++) {
         const p = Math.exp(scores[j]! - max);
         sum += p;
         const vo = (j * kvHeads + kvh) * d;
@@ -71,30 +67,31 @@ export function attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, l
  * and `lse` [Sq, H] of these query rows (algorithms.md §5). With P_ij = exp(scale·q_i·k_j − lse_i)
  * and D_i = rowsum(dO_i ∘ O_i): dV_j += Σ_i P_ij dO_i, dS_ij = P_ij (dO_i·v_j − D_i),
  * dQ_i += scale Σ_j dS_ij k_j, dK_j += scale Σ_i dS_ij q_i. Accumulates into dq [Sq, H, d],
- * dk and dv [Sk, Hkv, d]. Rows with lse −∞ contribute nothing.
- * @throws Error on inconsistent shapes or causal with Sq ≠ Sk.
+ * dk and dv [Sk, Hkv, d], over the visible keys of `opts.mask`. Rows with lse −∞ contribute nothing.
+ * @throws Error on inconsistent shapes or an invalid mask.
  */
 export function attentionBackward(
   q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor,
   dq: Tensor, dk: Tensor, dv: Tensor, opts: AttentionOptions,
 ): void {
-  const dims = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts.causal);
-  const { sq, heads, kvHeads, d, group } = dims;
+  const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts.mask);
+  const range = keyRanges(opts.mask, sq, sk);
   const dqRow = new Float64Array(d);
   const qd = q.data;
   const kd = k.data;
   const vd = v.data;
   for (let i = 0; i < sq; i++) {
-    const n = visibleKeys(i, dims, opts.causal);
+    const j0 = range.start[i]!;
+    const j1 = range.end[i]!;
     for (let h = 0; h < heads; h++) {
       const l = lse.data[i * heads + h]!;
-      if (l === -Infinity || n === 0) continue;
+      if (l === -Infinity || j1 <= j0) continue;
       const ro = (i * heads + h) * d;
       const kvh = Math.floor(h / group);
       let rowD = 0;
       for (let c = 0; c < d; c++) rowD += dO.data[ro + c]! * o.data[ro + c]!;
       dqRow.fill(0);
-      for (let j = 0; j < n; j++) {
+      for (let j = j0; j < j1; j++) {
         const ko = (j * kvHeads + kvh) * d;
         let s = 0;
         let dp = 0;

@@ -1,7 +1,7 @@
 import type { Arena } from '../../tensor/arena.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { AdamWOptions, AttentionOptions, Kernels, MatmulOptions } from '../kernels.js';
-import { attentionDims, checkCrossEntropy, checkIds, checkMatmul, checkNoOverlap, checkSize, rowsOf, shapeText, tableShape } from '../checks.js';
+import { attentionDims, checkCrossEntropy, checkIds, checkMatmul, checkNoOverlap, checkSize, keyRanges, rowsOf, shapeText, tableShape } from '../checks.js';
 import { checkArena, checkScratchBytes } from './checks.js';
 import { instantiate, wasmModule, type WasmExports, type WasmSimd } from './loader.js';
 
@@ -59,6 +59,20 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
     new Int32Array(arena.buffer, at, values.length).set(values);
   }
 
+  /**
+   * Run an attention kernel with `bytes` of module scratch after the mask's per-row key ranges
+   * (keyRanges: i32 [sq] start, then end, each block 16-byte aligned) copied into scratch.
+   */
+  function withRanges(kernel: string, bytes: number, opts: AttentionOptions, sq: number, sk: number, fn: (start: number, end: number, scratch: number) => void): void {
+    const rangeBytes = Math.ceil((sq * 4) / 16) * 16;
+    withScratch(kernel, 2 * rangeBytes + bytes, (at) => {
+      const { start, end } = keyRanges(opts.mask, sq, sk);
+      putInts(at, start);
+      putInts(at + rangeBytes, end);
+      fn(at, at + rangeBytes, at + 2 * rangeBytes);
+    });
+  }
+
   return {
     name: 'wasm',
     relaxedSimd,
@@ -75,21 +89,21 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
 
     attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, opts: AttentionOptions): void {
       checkArena('attentionForward', arena, { q, k, v, out, lse });
-      const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { out }, lse, opts.causal);
+      const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { out }, lse, opts.mask);
       if (sq === 0 || heads === 0 || d === 0) return;
-      withScratch('attentionForward', w.attentionForwardScratchBytes(sq, sk, d), (s) =>
-        w.attentionForward(q.byteOffset, k.byteOffset, v.byteOffset, out.byteOffset, lse.byteOffset, sq, sk, heads, kvHeads, d, +opts.causal, opts.scale, s),
+      withRanges('attentionForward', w.attentionForwardScratchBytes(sq, sk, d), opts, sq, sk, (start, end, s) =>
+        w.attentionForward(q.byteOffset, k.byteOffset, v.byteOffset, out.byteOffset, lse.byteOffset, sq, sk, heads, kvHeads, d, start, end, opts.scale, s),
       );
     },
 
     attentionBackward(q, k, v, o, lse, dO, dq, dk, dv, opts): void {
       checkArena('attentionBackward', arena, { q, k, v, o, lse, dO, dq, dk, dv });
-      const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts.causal);
+      const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts.mask);
       if (sq === 0 || sk === 0 || heads === 0 || d === 0) return;
-      withScratch('attentionBackward', w.attentionBackwardScratchBytes(sq, sk, d), (s) =>
+      withRanges('attentionBackward', w.attentionBackwardScratchBytes(sq, sk, d), opts, sq, sk, (start, end, s) =>
         w.attentionBackward(
           q.byteOffset, k.byteOffset, v.byteOffset, o.byteOffset, lse.byteOffset, dO.byteOffset,
-          dq.byteOffset, dk.byteOffset, dv.byteOffset, sq, sk, heads, kvHeads, d, +opts.causal, opts.scale, s,
+          dq.byteOffset, dk.byteOffset, dv.byteOffset, sq, sk, heads, kvHeads, d, start, end, opts.scale, s,
         ),
       );
     },

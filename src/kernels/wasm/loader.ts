@@ -31,11 +31,15 @@ export type WasmSimd = 'auto' | 'relaxed' | 'plain';
 export interface WasmExports {
   matmul(c: number, a: number, b: number, m: number, n: number, k: number, transA: number, transB: number, accumulate: number, scratch: number): void;
   matmulScratchBytes(m: number, n: number, k: number): number;
-  attentionForward(q: number, k: number, v: number, out: number, lse: number, sq: number, sk: number, heads: number, kvHeads: number, d: number, causal: number, scale: number, scratch: number): void;
+  /** keyStart, keyEnd: i32 [sq] each, the visible key range [keyStart[i], keyEnd[i]) of query i. */
+  attentionForward(
+    q: number, k: number, v: number, out: number, lse: number,
+    sq: number, sk: number, heads: number, kvHeads: number, d: number, keyStart: number, keyEnd: number, scale: number, scratch: number,
+  ): void;
   attentionForwardScratchBytes(sq: number, sk: number, d: number): number;
   attentionBackward(
     q: number, k: number, v: number, o: number, lse: number, dO: number, dq: number, dk: number, dv: number,
-    sq: number, sk: number, heads: number, kvHeads: number, d: number, causal: number, scale: number, scratch: number,
+    sq: number, sk: number, heads: number, kvHeads: number, d: number, keyStart: number, keyEnd: number, scale: number, scratch: number,
   ): void;
   attentionBackwardScratchBytes(sq: number, sk: number, d: number): number;
   mergeAttention(o: number, lse: number, ob: number, lseb: number, rows: number, d: number): void;
