@@ -290,6 +290,22 @@ describe('reference attention kernels against float64', () => {
     assert.throws(() => attentionForward(q, k3, k3, out, lse, { mask: NONE, scale: 1 }), /q heads 2 must be a positive multiple of k heads 3/);
     freeAll(q, k, k3, out, lse, dq, dk, dv);
   });
+
+  it('F3: an lse laid out [H, Sq] (the varlen layout of other kernels) is refused by producer and consumer, not read transposed', () => {
+    const q = Tensor.zeros(arena, [3, 2, 4]);
+    const k = Tensor.zeros(arena, [5, 2, 4]);
+    const out = Tensor.zeros(arena, [3, 2, 4]);
+    const transposed = Tensor.zeros(arena, [2, 3]);
+    const flat = Tensor.zeros(arena, [6]);
+    const opts: AttentionOptions = { mask: NONE, scale: 1 };
+    for (const lse of [transposed, flat]) {
+      assert.throws(() => attentionForward(q, k, k, out, lse, opts), /lse has shape \[(2, 3|6)\], expected \[Sq, H\] = \[3, 2\]/);
+      const [dq, dk, dv] = [Tensor.zeros(arena, [3, 2, 4]), Tensor.zeros(arena, [5, 2, 4]), Tensor.zeros(arena, [5, 2, 4])];
+      assert.throws(() => attentionBackward(q, k, k, out, lse, q, dq, dk, dv, opts), /lse has shape \[(2, 3|6)\], expected \[Sq, H\] = \[3, 2\]/);
+      freeAll(dq, dk, dv);
+    }
+    freeAll(q, k, out, transposed, flat);
+  });
 });
 
 describe('mergeAttention (stable form, algorithms.md §5)', () => {

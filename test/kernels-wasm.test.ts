@@ -610,7 +610,7 @@ describe('wasm kernels: bad input and bookkeeping', () => {
     const q = Tensor.zeros(arena, [4, 2, 8]);
     const k = Tensor.zeros(arena, [5, 1, 8]);
     const lse = Tensor.zeros(arena, [4, 2]);
-    assert.throws(() => K.attentionForward(q, k, k, q.reshape([4, 2, 8]), lse.rows(0, 3), { mask: NONE, scale: 1 }), /attention: lse \[3, 2\] must be \[Sq, H\] = \[4, 2\]/);
+    assert.throws(() => K.attentionForward(q, k, k, q.reshape([4, 2, 8]), lse.rows(0, 3), { mask: NONE, scale: 1 }), /attention: lse has shape \[3, 2\], expected \[Sq, H\] = \[4, 2\]/);
     freeAll(a, b, c, sq, logits, losses, q, k, lse);
   });
 

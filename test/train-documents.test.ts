@@ -70,6 +70,7 @@ describe('training with packing = "documents" matches one rank', () => {
     ['parallel.hp=1', 'parallel.cp=4'],
     ['parallel.preset=loongtrain', 'parallel.sp=4', 'parallel.hp=1', 'parallel.innerRingSize=2'],
     ['parallel.hp=2', 'parallel.cp=2', 'parallel.sharding=balanced', 'parallel.balanceChunks=4'],
+    ['parallel.hp=2', 'parallel.cp=2', 'checkpoint.policy=selective++', 'checkpoint.fraction=1'],
   ]) {
     it(`${layout.join(' ')}: 10 losses within 1e-5 relative, attention imbalance logged`, async () => {
       const result = await train(config(layout));

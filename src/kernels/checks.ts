@@ -93,7 +93,10 @@ export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<stri
     const want = name.startsWith('dk') || name.startsWith('dv') ? k.size : q.size;
     if (t.size !== want) throw new Error(`attention: ${name} ${shapeText(t)} must have ${want} elements (the shape of ${want === k.size ? 'k' : 'q'})`);
   }
-  if (lse.size !== sq * heads) throw new Error(`attention: lse ${shapeText(lse)} must be [Sq, H] = [${sq}, ${heads}]`);
+  // The exact shape, not just the size: an lse laid out [H, Sq] (as varlen kernels elsewhere return it) would be read transposed.
+  if (lse.shape.length !== 2 || lse.shape[0] !== sq || lse.shape[1] !== heads) {
+    throw new Error(`attention: lse has shape ${shapeText(lse)}, expected [Sq, H] = [${sq}, ${heads}] (one natural-log LSE per query row and head, rows in the block's query order)`);
+  }
   checkMask(mask, sq, sk);
   return { sq, sk, heads, kvHeads, d, group: heads / kvHeads };
 }

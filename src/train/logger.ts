@@ -82,9 +82,11 @@ export class TrainLogger {
       const catMiB = (c: 'saved' | 'activations'): string => (Math.max(...m.peakBytesByCategory[c]) / 2 ** 20).toFixed(1);
       const wait = Math.max(...m.commWaitMs);
       const skipped = m.skipped ? ' | skipped (not finite: no update)' : '';
+      // One rank, or one causal document under zigzag, is balanced by construction: only an imbalance is news.
+      const imbalance = m.attentionImbalance > 1.0005 ? ` | attn work max/mean ${m.attentionImbalance.toFixed(2)}` : '';
       this.out(
         `step ${m.step}${skipped} | loss ${payload.loss} | lr ${payload.lr} | grad norm ${m.gradNorm.toFixed(3)} | ${m.stepMs.toFixed(0)} ms | ` +
-          `${payload.tps} tok/s | TGS ${payload.tgs} | MFU ${payload.mfu} | peak ${peakMiB.toFixed(1)} MiB/rank (saved ${catMiB('saved')}, activations ${catMiB('activations')}) | comm wait ${wait.toFixed(0)} ms`,
+          `${payload.tps} tok/s | TGS ${payload.tgs} | MFU ${payload.mfu} | peak ${peakMiB.toFixed(1)} MiB/rank (saved ${catMiB('saved')}, activations ${catMiB('activations')}) | comm wait ${wait.toFixed(0)} ms${imbalance}`,
       );
     }
   }
