@@ -8,6 +8,7 @@ import type { Sequence } from '../src/data/packing.js';
 import { Rng } from '../src/tensor/rng.js';
 import { loadConfig } from '../src/train/config.js';
 import { train } from '../src/train/train.js';
+import { ConfigError } from '../src/errors.js';
 import { assertClose } from './helpers/assert-close.js';
 import type { TrainStepArgs } from './fixtures/train-step.js';
 
@@ -41,15 +42,19 @@ before(() => {
   corpus = writeCorpus();
 });
 
-function config(overrides: string[]) {
-  const dir = join(root, `run-${runs++}`);
-  return loadConfig(undefined, [
+/** The overrides of a small model on the documents corpus, writing into `dir`. */
+function overridesIn(dir: string, extra: string[]): string[] {
+  return [
     'model.dim=32', 'model.layers=2', 'model.heads=4', 'model.kvHeads=2', 'model.ffnDim=64',
     'train.seqLen=64', 'train.steps=10', 'optim.warmupSteps=2', 'optim.lr=1e-2', 'optim.minLr=1e-3',
     'data.source=files', `data.path=${corpus}`, 'data.packing=documents',
     'log.progress=none', `log.dir=${dir}`, `save.dir=${join(dir, 'checkpoints')}`,
-    ...overrides,
-  ]);
+    ...extra,
+  ];
+}
+
+function config(extra: string[]) {
+  return loadConfig(undefined, overridesIn(join(root, `run-${runs++}`), extra));
 }
 
 describe('training with packing = "documents" matches one rank', () => {
@@ -78,6 +83,19 @@ describe('training with packing = "documents" matches one rank', () => {
       for (const s of result.steps) assert.ok(s.attentionImbalance >= 1 && Number.isFinite(s.attentionImbalance), `step ${s.step}: imbalance ${s.attentionImbalance}`);
     });
   }
+});
+
+describe('resuming a packed-documents run', () => {
+  it('continues exactly under another layout, and refuses a config with another packing, naming both', async () => {
+    const full = (await train(config(['train.steps=4']))).steps.map((s) => s.loss);
+    const dir = join(root, `run-${runs++}`);
+    const cfg = loadConfig(undefined, overridesIn(dir, ['train.steps=4']));
+    await train(cfg, { stopAt: 2 });
+    const resumed = await train(loadConfig(undefined, overridesIn(dir, ['train.steps=4', 'parallel.hp=2', 'parallel.cp=2'])), { resume: cfg.save.dir });
+    assertClose(resumed.steps.map((s) => s.loss), full.slice(2), 1e-5, 'resumed at hp2 × cp2');
+    const concat = loadConfig(undefined, overridesIn(dir, ['train.steps=4', 'data.packing=concat']));
+    await assert.rejects(train(concat, { resume: cfg.save.dir }), (e: unknown) => e instanceof ConfigError && /data\.packing: checkpoint documents, config concat/.test(e.message) && /data\.positions: checkpoint document, config sequence/.test(e.message));
+  });
 });
 
 type StepResult = { loss: number; grads: Float32Array };

@@ -1,3 +1,4 @@
+import { PACKING_MODES, POSITION_MODES, type PackingOptions } from '../data/packing.js';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
@@ -47,6 +48,8 @@ export interface TrainerState {
   rngState: number;
   /** Length and learning-rate schedule of the run, continued by --resume (absent in older checkpoints). */
   schedule?: RunSchedule;
+  /** data.packing and data.positions of the run (absent in older checkpoints: concat, sequence). */
+  packing?: PackingOptions;
 }
 
 /**
@@ -452,6 +455,7 @@ const trainerStateSchema: z.ZodType<TrainerState> = z.looseObject(
     zeroShardGroup: z.string({ error: 'a shard group name such as "world"' }).optional(),
     rngState: integer(0),
     schedule: scheduleSchema.optional(),
+    packing: z.object({ packing: z.enum(PACKING_MODES), positions: z.enum(POSITION_MODES) }, { error: 'data.packing and data.positions of the run' }).optional(),
   },
   { error: 'a JSON object of the trainer state (format, step, optimizerStep, …)' },
 );
@@ -500,12 +504,13 @@ export interface RunIdentity {
   seed: number;
   sequencesPerStep: number;
   causal: boolean;
+  packing: PackingOptions;
 }
 
 /**
- * Refuse to resume a checkpoint whose model, tokenizer, sequence length, seed, causal mode or
- * sequences per step (dp × batchSize) differ from the run's: each would change the data or the
- * model the loss curve continues from.
+ * Refuse to resume a checkpoint whose model, tokenizer, sequence length, seed, causal mode,
+ * packing or sequences per step (dp × batchSize) differ from the run's: each would change the
+ * data, its masks or the model the loss curve continues from.
  * @throws ConfigError listing every field that differs with both values.
  */
 export function checkResumable(state: TrainerState, run: RunIdentity, path: string): void {
@@ -518,6 +523,10 @@ export function checkResumable(state: TrainerState, run: RunIdentity, path: stri
   if (state.seqLen !== seqLen) diffs.push(`train.seqLen: checkpoint ${state.seqLen}, config ${seqLen}`);
   if (state.seed !== run.seed) diffs.push(`train.seed: checkpoint ${state.seed}, config ${run.seed}`);
   if (state.causal !== run.causal) diffs.push(`train.causal: checkpoint ${state.causal}, config ${run.causal}`);
+  const packed = state.packing ?? { packing: 'concat', positions: 'sequence' };
+  for (const key of ['packing', 'positions'] as const) {
+    if (packed[key] !== run.packing[key]) diffs.push(`data.${key}: checkpoint ${packed[key]}, config ${run.packing[key]}`);
+  }
   if (state.sequencesPerStep !== run.sequencesPerStep) {
     diffs.push(`sequences per step (parallel.dp × train.batchSize): checkpoint ${state.sequencesPerStep}, config ${run.sequencesPerStep}`);
   }

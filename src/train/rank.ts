@@ -257,6 +257,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
           zeroShardGroup: cfg.optim.zeroShardGroup,
           rngState: cfg.train.seed,
           schedule: scheduleOf(cfg),
+          packing: packingOptions(cfg.data),
         };
         checkpoint = saveCheckpoint(cfg.save.dir, state, model.params.layout, full, cfg.save.keep);
         ctx.report({ kind: 'checkpoint', step, path: checkpoint } satisfies CheckpointReport);

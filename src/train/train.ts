@@ -99,7 +99,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
       throw new ConfigError(`--resume: optim.minLr = ${cfg.optim.minLr} would exceed optim.lr = ${cfg.optim.lr} (one from the checkpoint, one from --set); set both with --set`);
     }
     const sequencesPerStep = dims.dp * cfg.train.batchSize;
-    checkResumable(state, { model: cfg.model, tokenizer: tokenizer.name, seqLen: cfg.train.seqLen, seed: cfg.train.seed, sequencesPerStep, causal: cfg.train.causal }, resumeFrom);
+    checkResumable(state, { model: cfg.model, tokenizer: tokenizer.name, seqLen: cfg.train.seqLen, seed: cfg.train.seed, sequencesPerStep, causal: cfg.train.causal, packing: packingOptions(cfg.data) }, resumeFrom);
     withEarlierCheckpoints(resumeFrom, () => checkCheckpointFiles(resumeFrom, paramLayout(cfg.model)));
     firstStep = state.step;
   } else if (coordinator) {
