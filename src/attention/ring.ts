@@ -1,5 +1,6 @@
 import type { CommRequest, ProcessGroup } from '../comm/process-group.js';
 import type { Tracer } from '../comm/trace.js';
+import type { MemoryHandle, MemoryLedger } from '../tensor/memory-ledger.js';
 import { Tensor } from '../tensor/tensor.js';
 import { checkAttentionShape, checkQkvShapes, expectShape, type AttentionKernels, type AttentionShape } from './local.js';
 import { NO_TRACE, ringTopology, type RingTopology } from './ring-groups.js';
@@ -23,6 +24,26 @@ export interface RingSaved {
   lse: Tensor;
   /** The hops the forward ran, in order; the backward must run the same ones (failure case F2). */
   plans: HopPlan[];
+}
+
+/**
+ * What the ring's memory hooks ({@link RingAttention.forwardMemory}, …) need: the ring's own
+ * head shape (after the hp split, KV heads replicated), the tokens of one ring position and the
+ * ring sizes of its topology.
+ */
+export interface RingMemoryShape extends AttentionShape {
+  /** Tokens of one ring position, S/cp. */
+  tokens: number;
+  /** Inner ring size w (cp for a plain ring). */
+  innerSize: number;
+  /** Outer ring size W = cp / w (1 for a plain ring). */
+  outerSize: number;
+}
+
+/** The ledger handles of what {@link RingAttention.forwardMemory} keeps: {@link RingSaved}'s out and lse. */
+export interface RingSavedMemory {
+  out: MemoryHandle;
+  lse: MemoryHandle;
 }
 
 /** Hops a ring attention has run since construction (forward and backward passes both count). */
@@ -119,6 +140,22 @@ export class RingAttention {
   }
 
   /**
+   * Memory hook of {@link forward} (docs/memory.md): its arena allocations in its order, on
+   * `ledger` — the merged out and lse ('saved', returned: the backward frees them), the block
+   * result buffers ('scratch'), the K/V blocks of {@link traverse}. Change it with forward.
+   */
+  static forwardMemory(ledger: MemoryLedger, shape: RingMemoryShape): RingSavedMemory {
+    const { tokens, heads, headDim } = shape;
+    const out = ledger.alloc(tokens * heads * headDim, 'saved');
+    const lse = ledger.alloc(tokens * heads, 'saved');
+    const blockOut = ledger.alloc(tokens * heads * headDim, 'scratch');
+    const blockLse = ledger.alloc(tokens * heads, 'scratch');
+    RingAttention.traverseMemory(ledger, shape);
+    ledger.free(blockOut, blockLse);
+    return { out, lse };
+  }
+
+  /**
    * Backward of {@link forward}: from dOut [S/cp, Hl, d] accumulate into dq [S/cp, Hl, d], dk and
    * dv [S/cp, Hkvl, d], using the merged out and lse (failure case F1) and the same layout. The ring runs again with the
    * forward's hop plans. Within each inner pass, each block's dK/dV accumulator travels with it
@@ -202,6 +239,23 @@ export class RingAttention {
     for (const t of [acc, accIn, totalIn, totalOut, out, lse]) t?.free();
   }
 
+  /**
+   * Memory hook of {@link backward} (docs/memory.md): the dK/dV accumulators ('comm': acc, accIn
+   * when w > 1, the outer running totals when W > 1), the K/V blocks of {@link traverse}, then
+   * frees the accumulators and the forward's out and lse (`saved`). Change it with backward.
+   */
+  static backwardMemory(ledger: MemoryLedger, shape: RingMemoryShape, saved: RingSavedMemory): void {
+    const { tokens, kvHeads, headDim, innerSize: w } = shape;
+    const outer = shape.outerSize > 1;
+    const block = (): MemoryHandle => ledger.alloc(2 * tokens * kvHeads * headDim, 'comm');
+    const acc = block();
+    const accIn = w > 1 ? block() : undefined;
+    const totalIn = outer ? block() : undefined;
+    const totalOut = outer ? block() : undefined;
+    RingAttention.traverseMemory(ledger, shape);
+    ledger.free(acc, accIn, totalIn, totalOut, saved.out, saved.lse);
+  }
+
   /** @throws Error when the layout is for another cp or sequence length than this ring's q/k/v. */
   private plans(layout: SequenceLayout, tokens: number): HopPlan[] {
     const { cp, position, innerSize } = this.topo;
@@ -280,6 +334,22 @@ export class RingAttention {
       if (outerIn !== undefined) [start, outerIn] = [outerIn, start];
     }
     for (const t of [start, outerIn, innerA, innerB]) t?.free();
+  }
+
+  /**
+   * Memory hook of {@link traverse}: its K/V block buffers [2, S/cp, Hkvl, d] ('comm': start,
+   * outerIn when W > 1, innerA when w > 1, innerB when w > 2 and W > 1), live for the whole walk.
+   * Change it with traverse.
+   */
+  private static traverseMemory(ledger: MemoryLedger, shape: RingMemoryShape): void {
+    const { tokens, kvHeads, headDim, innerSize: w } = shape;
+    const outer = shape.outerSize > 1;
+    const block = (): MemoryHandle => ledger.alloc(2 * tokens * kvHeads * headDim, 'comm');
+    const start = block();
+    const outerIn = outer ? block() : undefined;
+    const innerA = w > 1 ? block() : undefined;
+    const innerB = w > 2 && outer ? block() : undefined;
+    ledger.free(start, outerIn, innerA, innerB);
   }
 }
 

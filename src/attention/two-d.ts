@@ -2,10 +2,11 @@ import type { ProcessGroup } from '../comm/process-group.js';
 import type { Tracer } from '../comm/trace.js';
 import type { SequenceLayout } from '../parallel/sequence-layout.js';
 import type { MemoryCategory } from '../tensor/arena.js';
+import type { MemoryHandle, MemoryLedger } from '../tensor/memory-ledger.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionCore, AttentionSaved } from './core.js';
 import { checkAttentionShape, checkQkvShapes, expectShape, type AttentionKernels, type AttentionShape } from './local.js';
-import { RingAttention, type RingCounters, type RingSaved } from './ring.js';
+import { RingAttention, type RingCounters, type RingMemoryShape, type RingSaved, type RingSavedMemory } from './ring.js';
 import { gatherHeads, replicateKvHeads, replicatedKvHeads, scatterHeads, sumKvReplicas } from './ulysses.js';
 
 export interface TwoDAttentionOptions extends AttentionShape {
@@ -31,6 +32,37 @@ interface TwoDState {
   k: Tensor;
   v: Tensor;
   ring: RingSaved;
+}
+
+/**
+ * What the 2D-Attention memory hooks ({@link TwoDAttention.forwardMemory}, …) need: the
+ * core's head shape (all heads, as the constructor takes it), this rank's tokens and the layout.
+ */
+export interface TwoDMemoryShape extends AttentionShape {
+  /** This rank's tokens T = S/(hp·cp). */
+  tokens: number;
+  /** Head-parallel size (the hp group). */
+  hp: number;
+  /** Context-parallel size (the ring). */
+  cp: number;
+  /** Inner ring size w, a divisor of cp (cp: a plain ring). */
+  innerRingSize: number;
+}
+
+/** The ledger handles of what {@link TwoDAttention.forwardMemory} keeps, as {@link AttentionSaved} and {@link TwoDState} hold them. */
+export interface TwoDSavedMemory {
+  out: MemoryHandle;
+  state: { q: MemoryHandle; k: MemoryHandle; v: MemoryHandle; ring: RingSavedMemory };
+}
+
+/** The sizes TwoDAttention's constructor derives, for the memory hooks. */
+function twoDMemorySizes(shape: TwoDMemoryShape): { kvRep: number; ring: RingMemoryShape } {
+  const { heads, kvHeads, headDim, tokens, hp, cp, innerRingSize: w } = shape;
+  const kvHeadsRep = replicatedKvHeads(heads, kvHeads, hp);
+  return {
+    kvRep: kvHeadsRep / kvHeads,
+    ring: { heads: heads / hp, kvHeads: kvHeadsRep / hp, headDim, tokens: hp * tokens, innerSize: w, outerSize: cp / w },
+  };
 }
 
 /**
@@ -90,6 +122,27 @@ export class TwoDAttention implements AttentionCore {
   }
 
   /**
+   * Memory hook of {@link forward} (docs/memory.md): its arena allocations in its order, on
+   * `ledger` — q, k, v to heads (KV replication, the all-to-all send buffers), the ring's
+   * {@link RingAttention.forwardMemory}, out back (the receive buffer). Returns what the
+   * forward keeps ('saved'), for {@link backwardMemory} or {@link releaseMemory}. Change it with forward.
+   */
+  static forwardMemory(ledger: MemoryLedger, shape: TwoDMemoryShape): TwoDSavedMemory {
+    const { tokens: t, heads, kvHeads, headDim: d, hp } = shape;
+    const { kvRep, ring } = twoDMemorySizes(shape);
+    ledger.phase = 'attention forward: all-to-all';
+    const q = TwoDAttention.toHeadsMemory(ledger, hp, t * heads * d, 'saved');
+    const k = TwoDAttention.kvToHeadsMemory(ledger, hp, kvRep, t * kvHeads * d);
+    const v = TwoDAttention.kvToHeadsMemory(ledger, hp, kvRep, t * kvHeads * d);
+    ledger.phase = 'attention forward: ring';
+    const ringSaved = RingAttention.forwardMemory(ledger, ring);
+    ledger.phase = 'attention forward: all-to-all back';
+    const out = ledger.alloc(t * heads * d, 'saved');
+    TwoDAttention.gatherHeadsMemory(ledger, hp, t * heads * d);
+    return { out, state: { q, k, v, ring: ringSaved } };
+  }
+
+  /**
    * From dOut [T, H, d] accumulate into dq [T, H, d], dk and dv [T, Hkv, d], using the
    * head-split q/k/v and the merged out and lse the forward kept. Frees saved.out and the saved
    * state.
@@ -118,10 +171,40 @@ export class TwoDAttention implements AttentionCore {
     for (const x of [dqH, dkH, dvH, st.q, st.k, st.v, saved.out]) x.free();
   }
 
+  /**
+   * Memory hook of {@link backward} (docs/memory.md): dO to heads and the head-split gradients
+   * ('scratch'), the ring's {@link RingAttention.backwardMemory}, dQ/dK/dV back (the receive
+   * buffers, replica sums); frees `saved`. Change it with backward.
+   */
+  static backwardMemory(ledger: MemoryLedger, shape: TwoDMemoryShape, saved: TwoDSavedMemory): void {
+    const { tokens: t, heads, kvHeads, headDim: d, hp } = shape;
+    const { kvRep, ring } = twoDMemorySizes(shape);
+    const st = saved.state;
+    ledger.phase = 'attention backward: all-to-all';
+    const dOutH = TwoDAttention.toHeadsMemory(ledger, hp, t * heads * d, 'scratch');
+    const dqH = ledger.alloc(t * heads * d, 'scratch');
+    const dkH = ledger.alloc(t * kvHeads * kvRep * d, 'scratch');
+    const dvH = ledger.alloc(t * kvHeads * kvRep * d, 'scratch');
+    ledger.phase = 'attention backward: ring';
+    RingAttention.backwardMemory(ledger, ring, st.ring);
+    ledger.free(dOutH);
+    ledger.phase = 'attention backward: all-to-all back';
+    TwoDAttention.gatherHeadsMemory(ledger, hp, t * heads * d);
+    TwoDAttention.fromHeadsKvMemory(ledger, hp, kvRep, t * kvHeads * d);
+    TwoDAttention.fromHeadsKvMemory(ledger, hp, kvRep, t * kvHeads * d);
+    ledger.free(dqH, dkH, dvH, st.q, st.k, st.v, saved.out);
+  }
+
   /** Free saved.out and the saved state (head-split q/k/v, merged out and lse) without a backward. */
   release(saved: AttentionSaved): void {
     const st = saved.state as TwoDState;
     for (const x of [st.q, st.k, st.v, st.ring.out, st.ring.lse, saved.out]) x.free();
+  }
+
+  /** Memory hook of {@link release}: frees what {@link forwardMemory} kept. Change it with release. */
+  static releaseMemory(ledger: MemoryLedger, saved: TwoDSavedMemory): void {
+    const st = saved.state;
+    ledger.free(st.q, st.k, st.v, st.ring.out, st.ring.lse, saved.out);
   }
 
   /**
@@ -151,6 +234,21 @@ export class TwoDAttention implements AttentionCore {
     return y;
   }
 
+  /**
+   * Memory hook of {@link toHeads} for x of `elements` values: the result y, then scatterHeads'
+   * send buffer of x's size (category 'comm', only when hp > 1; src/attention/ulysses.ts).
+   */
+  private static toHeadsMemory(ledger: MemoryLedger, hp: number, elements: number, category: MemoryCategory): MemoryHandle {
+    const y = ledger.alloc(elements, category);
+    if (hp > 1) ledger.temp(elements, 'comm');
+    return y;
+  }
+
+  /** Memory of gatherHeads (src/attention/ulysses.ts) into a tensor of `elements` values: its receive buffer ('comm', only when hp > 1). */
+  private static gatherHeadsMemory(ledger: MemoryLedger, hp: number, elements: number): void {
+    if (hp > 1) ledger.temp(elements, 'comm');
+  }
+
   /** K or V [T, Hkv, d] → [hp·T, max(Hkv, hp)/hp, d] (category 'saved'), heads replicated first when hp > Hkv. */
   private kvToHeads(x: Tensor): Tensor {
     if (this.kvRep === 1) return this.toHeads(x, 'saved');
@@ -159,6 +257,15 @@ export class TwoDAttention implements AttentionCore {
     replicateKvHeads(x, this.kvRep, rep);
     const y = this.toHeads(rep, 'saved');
     rep.free();
+    return y;
+  }
+
+  /** Memory hook of {@link kvToHeads} for K or V of `elements` values: the replicas ('scratch', when kvRep > 1) around {@link toHeadsMemory}. */
+  private static kvToHeadsMemory(ledger: MemoryLedger, hp: number, kvRep: number, elements: number): MemoryHandle {
+    if (kvRep === 1) return TwoDAttention.toHeadsMemory(ledger, hp, elements, 'saved');
+    const rep = ledger.alloc(elements * kvRep, 'scratch');
+    const y = TwoDAttention.toHeadsMemory(ledger, hp, elements * kvRep, 'saved');
+    ledger.free(rep);
     return y;
   }
 
@@ -173,5 +280,16 @@ export class TwoDAttention implements AttentionCore {
     gatherHeads(this.hpGroup, dH, dRep);
     sumKvReplicas(dRep, this.kvRep, dx);
     dRep.free();
+  }
+
+  /** Memory hook of {@link fromHeadsKv} into dx of `elements` values: the replica gradients ('scratch', when kvRep > 1) around gatherHeads' receive buffer. */
+  private static fromHeadsKvMemory(ledger: MemoryLedger, hp: number, kvRep: number, elements: number): void {
+    if (kvRep === 1) {
+      TwoDAttention.gatherHeadsMemory(ledger, hp, elements);
+      return;
+    }
+    const dRep = ledger.alloc(elements * kvRep, 'scratch');
+    TwoDAttention.gatherHeadsMemory(ledger, hp, elements * kvRep);
+    ledger.free(dRep);
   }
 }

@@ -1,3 +1,4 @@
+import { TwoDAttention, type TwoDMemoryShape, type TwoDSavedMemory } from '../attention/two-d.js';
 import { type CheckpointPolicy, checkpointedLayers, layerPolicies } from '../model/checkpoint.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import { type ParamPass, paramLayout, paramUnits } from '../model/params.js';
@@ -5,12 +6,15 @@ import { ZERO_STAGES, zeroPlan, type ZeroStage } from '../optim/zero.js';
 import { unitSegments } from '../optim/zero-store.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import { MEMORY_CATEGORIES, type MemoryCategory } from '../tensor/arena.js';
+import type { MemoryHandle, MemoryLedger } from '../tensor/memory-ledger.js';
 
 /**
  * Per-rank peak arena bytes of one training step, predicted from the model, the sequence
  * length, the layout and the checkpoint policy (docs/memory.md). It replays, tensor by tensor,
  * what the code allocates — embedding, each block's forward (src/model/block.ts), the
- * 2D-Attention core (src/attention/two-d.ts, ring.ts, ulysses.ts), the LM head, the backward in
+ * 2D-Attention core (the memory hooks beside its code: TwoDAttention.forwardMemory,
+ * backwardMemory, releaseMemory in src/attention/two-d.ts, which call RingAttention's in
+ * ring.ts), the LM head, the backward in
  * reverse with recomputation — together with the model states of the ZeRO stage
  * (src/optim/zero.ts, zero-store.ts: shards, gathered units, per-unit gradient buffers), each
  * allocation rounded up to the arena's 64 bytes, and keeps the highest total. The arena's first-fit layout does not matter: peak bytes count live
@@ -71,13 +75,10 @@ function zeroByCategory(): Record<MemoryCategory, number> {
   return Object.fromEntries(MEMORY_CATEGORIES.map((c) => [c, 0])) as Record<MemoryCategory, number>;
 }
 
-interface Alloc {
-  bytes: number;
-  category: MemoryCategory;
-}
+type Alloc = MemoryHandle;
 
 /** Live bytes as allocations come and go, with the peak and what was live at it. */
-class Ledger {
+class Ledger implements MemoryLedger {
   private readonly live = zeroByCategory();
   private total = 0;
   peak = 0;
@@ -121,97 +122,14 @@ interface Dims {
   heads: number;
   /** Hkv·d: one token's K (or V). */
   kv: number;
-  /** max(Hkv, hp)·d: one token's K after KV-head replication. */
-  kvRep: number;
-  replicated: boolean;
   ffn: number;
   vocab: number;
-  hp: number;
-  /** Inner ring size w and outer ring count W = cp / w. */
-  w: number;
-  outer: boolean;
+  /** What the attention core's memory hooks take. */
+  attention: TwoDMemoryShape;
 }
 
-/** What a 2D-Attention forward keeps (src/attention/two-d.ts TwoDState + saved.out). */
-interface CoreState {
-  parts: Alloc[];
-}
-
-/** TwoDAttention.forward: q/k/v to heads (all-to-all), ring forward, out back (all-to-all). */
-function coreForward(m: Ledger, s: Dims): CoreState {
-  const { t } = s;
-  const toHeads = (width: number): Alloc => {
-    const y = m.alloc(t * width, 'saved');
-    if (s.hp > 1) m.temp(t * width, 'comm'); // scatterHeads' send buffer
-    return y;
-  };
-  const kvToHeads = (): Alloc => {
-    if (!s.replicated) return toHeads(s.kv);
-    const rep = m.alloc(t * s.kvRep, 'scratch');
-    const y = toHeads(s.kvRep);
-    m.free(rep);
-    return y;
-  };
-  m.phase = 'attention forward: all-to-all';
-  const q = toHeads(s.dim);
-  const k = kvToHeads();
-  const v = kvToHeads();
-  m.phase = 'attention forward: ring';
-  const out = m.alloc(t * s.dim, 'saved');
-  const lse = m.alloc(t * s.heads, 'saved');
-  const blockOut = m.alloc(t * s.dim, 'scratch');
-  const blockLse = m.alloc(t * s.heads, 'scratch');
-  m.free(...traverseBuffers(m, s));
-  m.free(blockOut, blockLse);
-  m.phase = 'attention forward: all-to-all back';
-  const tokenOut = m.alloc(t * s.dim, 'saved');
-  if (s.hp > 1) m.temp(t * s.dim, 'comm'); // gatherHeads' receive buffer
-  return { parts: [q, k, v, out, lse, tokenOut] };
-}
-
-/** RingAttention.traverse: the K/V block buffers [2, S/cp, max(Hkv,hp)/hp, d] (category 'comm'). */
-function traverseBuffers(m: Ledger, s: Dims): Alloc[] {
-  const block = (): Alloc => m.alloc(2 * s.t * s.kvRep, 'comm');
-  const start = block();
-  const outerIn = s.outer ? block() : undefined;
-  const innerA = s.w > 1 ? block() : undefined;
-  const innerB = s.w > 2 && s.outer ? block() : undefined;
-  return [start, outerIn, innerA, innerB].filter((a): a is Alloc => a !== undefined);
-}
-
-/** TwoDAttention.backward: dO to heads, ring backward, dQ/dK/dV back; frees the core state. */
-function coreBackward(m: Ledger, s: Dims, state: CoreState): void {
-  const { t } = s;
-  m.phase = 'attention backward: all-to-all';
-  const dOutH = m.alloc(t * s.dim, 'scratch');
-  if (s.hp > 1) m.temp(t * s.dim, 'comm');
-  const dqH = m.alloc(t * s.dim, 'scratch');
-  const dkH = m.alloc(t * s.kvRep, 'scratch');
-  const dvH = m.alloc(t * s.kvRep, 'scratch');
-  m.phase = 'attention backward: ring';
-  const block = (): Alloc => m.alloc(2 * t * s.kvRep, 'comm');
-  const acc = block();
-  const accIn = s.w > 1 ? block() : undefined;
-  const totalIn = s.outer ? block() : undefined;
-  const totalOut = s.outer ? block() : undefined;
-  m.free(...traverseBuffers(m, s));
-  const [, , , ringOut, ringLse] = state.parts;
-  m.free(acc, accIn, totalIn, totalOut, ringOut, ringLse);
-  m.free(dOutH);
-  m.phase = 'attention backward: all-to-all back';
-  if (s.hp > 1) m.temp(t * s.dim, 'comm');
-  for (let i = 0; i < 2; i++) {
-    if (!s.replicated) {
-      if (s.hp > 1) m.temp(t * s.kv, 'comm');
-    } else {
-      const dRep = m.alloc(t * s.kvRep, 'scratch');
-      m.temp(t * s.kvRep, 'comm');
-      m.free(dRep);
-    }
-  }
-  const [q, k, v, , , tokenOut] = state.parts;
-  m.free(dqH, dkH, dvH, q, k, v, tokenOut);
-}
+/** What a 2D-Attention forward keeps (TwoDAttention.forwardMemory). */
+type CoreState = TwoDSavedMemory;
 
 /**
  * Model states of shard `g` held between steps (what ZeroOptimizer allocates), one entry per
@@ -315,7 +233,7 @@ function blockCompute(m: Ledger, s: Dims, category: MemoryCategory, kept: CoreSt
     const q = m.alloc(t * s.dim, 'activations');
     const k = m.alloc(t * s.kv, 'activations');
     const v = m.alloc(t * s.kv, 'activations');
-    core = coreForward(m, s);
+    core = TwoDAttention.forwardMemory(m, s.attention);
     m.free(q, k, v);
   }
   m.phase = recompute ? 'recomputation: MLP' : 'forward: MLP';
@@ -342,7 +260,7 @@ function blockForward(m: Ledger, s: Dims, policy: CheckpointPolicy): { y: Alloc;
   const { xn1, rstd1, h, xn2, rstd2, gate, up, core } = internals;
   m.free(xn1, rstd1, h, xn2, rstd2, gate, up);
   if (policy === 'full') {
-    m.free(...core.parts);
+    TwoDAttention.releaseMemory(m, core);
     return { y: y!, kept: { policy } };
   }
   return { y: y!, kept: { policy, core } };
@@ -367,7 +285,7 @@ function blockBackward(m: Ledger, s: Dims, kept: Kept): void {
   const dq = m.alloc(t * s.dim, 'activations');
   const dk = m.alloc(t * s.kv, 'activations');
   const dv = m.alloc(t * s.kv, 'activations');
-  coreBackward(m, s, internals.core);
+  TwoDAttention.backwardMemory(m, s.attention, internals.core);
   m.free(dOut, dq, dk, dv, internals.rstd1);
   m.free(dxn, dh, internals.xn1, internals.h, internals.xn2);
 }
@@ -395,19 +313,14 @@ export function predictPeakBytes(model: ModelConfig, seqLen: number, layout: Mem
   }
   const policies = layerPolicies({ policy: checkpoint.policy, layers: checkpointedLayers(checkpoint.fraction, model.layers) }, model.layers);
   const d = headDim(model);
-  const kvRepHeads = Math.max(model.kvHeads, hp);
   const s: Dims = {
     t: seqLen / sp,
     dim: model.dim,
     heads: model.heads,
     kv: model.kvHeads * d,
-    kvRep: kvRepHeads * d,
-    replicated: kvRepHeads > model.kvHeads,
     ffn: model.ffnDim,
     vocab: model.vocabSize,
-    hp,
-    w,
-    outer: w < cp,
+    attention: { heads: model.heads, kvHeads: model.kvHeads, headDim: d, tokens: seqLen / sp, hp, cp, innerRingSize: w },
   };
   const m = new Ledger();
   // Ranks differ only in their model states, held all step: predict the largest.
