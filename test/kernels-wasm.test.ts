@@ -8,6 +8,7 @@ import { instantiate, wasmModule } from '../src/kernels/wasm/loader.js';
 import { Arena, MAX_ARENA_BYTES } from '../src/tensor/arena.js';
 import { Rng } from '../src/tensor/rng.js';
 import { Tensor } from '../src/tensor/tensor.js';
+import { CAUSAL, documentMask, NONE, randomRanges, visibleOf } from './helpers/masks.js';
 import { randomArray, refBackward, refForward, relError, type RefDims } from './helpers/attention-ref.js';
 
 /*
@@ -64,58 +65,6 @@ function randomInts(n: number, lo: number, hi: number): Int32Array {
   return Int32Array.from({ length: n }, () => lo + rng.int(hi - lo));
 }
 
-const NONE: AttentionMask = { kind: 'none' };
-const CAUSAL: AttentionMask = { kind: 'causal', offset: 0 };
-
-/** Whether query i sees key j under `mask`, written from the mask's definition (kernels.ts). */
-function visibleOf(mask: AttentionMask): (i: number, j: number) => boolean {
-  switch (mask.kind) {
-    case 'none':
-      return () => true;
-    case 'causal':
-      return (i, j) => j <= i + mask.offset;
-    case 'documents':
-      return (i, j) => mask.keyStart[i]! <= j && j < mask.keyEnd[i]!;
-  }
-}
-
-/**
- * Per-row ranges mixing every kind of row: empty (start = end, and start > end), a single key,
- * the whole block, and random ranges whose bounds are not multiples of 4 or 8.
- */
-function randomRanges(sq: number, sk: number): AttentionMask {
-  const keyStart = new Int32Array(sq);
-  const keyEnd = new Int32Array(sq);
-  for (let i = 0; i < sq; i++) {
-    const a = rng.int(sk + 1);
-    const b = rng.int(sk + 1);
-    switch (i % 6) {
-      case 0: [keyStart[i], keyEnd[i]] = [a, a]; break;
-      case 1: [keyStart[i], keyEnd[i]] = [Math.max(a, b), Math.min(a, b)]; break;
-      case 2: [keyStart[i], keyEnd[i]] = [Math.min(a, sk - 1), Math.min(a, sk - 1) + 1]; break;
-      case 3: [keyStart[i], keyEnd[i]] = [0, sk]; break;
-      default: [keyStart[i], keyEnd[i]] = [Math.min(a, b), Math.max(a, b)];
-    }
-  }
-  return { kind: 'documents', keyStart, keyEnd };
-}
-
-/**
- * The mask of document-causal attention for query tokens [q0, q0 + sq) over key tokens
- * [k0, k0 + sk) of a sequence cut into documents at cuSeqlens: token t sees the tokens of its
- * own document up to itself, as rows of the key block.
- */
-function documentMask(cuSeqlens: number[], q0: number, sq: number, k0: number, sk: number): AttentionMask {
-  const keyStart = new Int32Array(sq);
-  const keyEnd = new Int32Array(sq);
-  for (let i = 0; i < sq; i++) {
-    const t = q0 + i;
-    const doc = cuSeqlens.findIndex((c, n) => c <= t && t < cuSeqlens[n + 1]!);
-    keyStart[i] = Math.min(sk, Math.max(0, cuSeqlens[doc]! - k0));
-    keyEnd[i] = Math.max(keyStart[i]!, Math.min(sk, t + 1 - k0));
-  }
-  return { kind: 'documents', keyStart, keyEnd };
-}
 
 /** Rows i < split see a few keys at the start, the others a few at the end: interior key tiles are seen by no row. */
 function farRanges(sq: number, sk: number, split: number): AttentionMask {
@@ -242,9 +191,9 @@ for (const simd of BUILDS) {
       { label: 'causal offset +63, Sq = 70 < Sk = 133', sq: 70, sk: 133, heads: 2, kvHeads: 1, d: 16, mask: { kind: 'causal', offset: 63 } },
       { label: 'causal offset −70, Sq = 133 > Sk = 70 (rows 0–69 see nothing)', sq: 133, sk: 70, heads: 3, kvHeads: 3, d: 8, mask: { kind: 'causal', offset: -70 } },
       { label: 'causal offset −5, Sq = Sk = 130, GQA 4:2, d = 5', sq: 130, sk: 130, heads: 4, kvHeads: 2, d: 5, mask: { kind: 'causal', offset: -5 } },
-      { label: 'documents, random ranges (empty, single key, unaligned), GQA 4:2, d = 5, Sq = 70, Sk = 133', sq: 70, sk: 133, heads: 4, kvHeads: 2, d: 5, mask: randomRanges(70, 133) },
-      { label: 'documents, random ranges, MQA 3:1, d = 64, Sq = 70, Sk = 133', sq: 70, sk: 133, heads: 3, kvHeads: 1, d: 64, mask: randomRanges(70, 133) },
-      { label: 'documents, random ranges, Sq = 133, Sk = 9', sq: 133, sk: 9, heads: 2, kvHeads: 2, d: 7, mask: randomRanges(133, 9) },
+      { label: 'documents, random ranges (empty, single key, unaligned), GQA 4:2, d = 5, Sq = 70, Sk = 133', sq: 70, sk: 133, heads: 4, kvHeads: 2, d: 5, mask: randomRanges(rng, 70, 133) },
+      { label: 'documents, random ranges, MQA 3:1, d = 64, Sq = 70, Sk = 133', sq: 70, sk: 133, heads: 3, kvHeads: 1, d: 64, mask: randomRanges(rng, 70, 133) },
+      { label: 'documents, random ranges, Sq = 133, Sk = 9', sq: 133, sk: 9, heads: 2, kvHeads: 2, d: 7, mask: randomRanges(rng, 133, 9) },
       {
         label: 'documents from cu_seqlens: short documents in a 100-token block',
         sq: 100, sk: 100, heads: 2, kvHeads: 1, d: 12, mask: documentMask([0, 3, 17, 18, 40, 64, 65, 100], 0, 100, 0, 100),
@@ -334,7 +283,7 @@ for (const simd of BUILDS) {
       const dO = rand([3, 2, 5]);
       const [dq, dk, dv] = [rand([3, 2, 5]), rand([4, 1, 5]), rand([4, 1, 5])];
       const before = [Float32Array.from(dq.data), Float32Array.from(dk.data), Float32Array.from(dv.data)];
-      for (const mask of [NONE, CAUSAL, { kind: 'causal', offset: 2 } as const, randomRanges(3, 4)]) {
+      for (const mask of [NONE, CAUSAL, { kind: 'causal', offset: 2 } as const, randomRanges(rng, 3, 4)]) {
         K.attentionBackward(q, k, v, out, lse, dO, dq, dk, dv, { mask, scale: 0.4 });
         assert.deepEqual([dq.data, dk.data, dv.data], before, `mask ${mask.kind}`);
       }
@@ -424,8 +373,8 @@ for (const simd of BUILDS) {
         { sq: 13, sk: 13, heads: 3, kvHeads: 1, d: 6, mask: CAUSAL },
         { sq: 8, sk: 8, heads: 2, kvHeads: 2, d: 8, mask: CAUSAL },
         { sq: 5, sk: 70, heads: 2, kvHeads: 1, d: 12, mask: NONE },
-        { sq: 13, sk: 21, heads: 2, kvHeads: 1, d: 6, mask: randomRanges(13, 21) },
-        { sq: 70, sk: 9, heads: 1, kvHeads: 1, d: 5, mask: randomRanges(70, 9) },
+        { sq: 13, sk: 21, heads: 2, kvHeads: 1, d: 6, mask: randomRanges(rng, 13, 21) },
+        { sq: 70, sk: 9, heads: 1, kvHeads: 1, d: 5, mask: randomRanges(rng, 70, 9) },
         { sq: 11, sk: 30, heads: 2, kvHeads: 2, d: 4, mask: { kind: 'causal', offset: 17 } },
       ];
       for (const c of cases) {
@@ -673,8 +622,8 @@ describe('wasm kernels: bad input and bookkeeping', () => {
     for (const run of [
       () => K.attentionForward(q, k, k, out, lse, { mask: CAUSAL, get scale(): number { return boom(); } }),
       () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { mask: CAUSAL, get scale(): number { return boom(); } }),
-      () => K.attentionForward(q, k, k, out, lse, { mask: randomRanges(9, 9), get scale(): number { return boom(); } }),
-      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { mask: randomRanges(9, 9), get scale(): number { return boom(); } }),
+      () => K.attentionForward(q, k, k, out, lse, { mask: randomRanges(rng, 9, 9), get scale(): number { return boom(); } }),
+      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { mask: randomRanges(rng, 9, 9), get scale(): number { return boom(); } }),
     ]) {
       scratchAtThrow = 0;
       assert.throws(run, /inside the scratch region/);
