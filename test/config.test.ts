@@ -111,6 +111,14 @@ describe('validation errors', () => {
     assert.ok(msg.includes('causal'));
   });
 
+  test('balanced sharding\'s seqLen rule is checked before any rank starts, naming the rule and the nearest valid lengths', () => {
+    configError(
+      () => loadConfig(undefined, ['parallel.hp=1', 'parallel.cp=4', 'parallel.sharding=balanced', 'parallel.balanceChunks=3', 'train.seqLen=64']),
+      'train.seqLen = 64 is invalid: it must be a multiple of 12, from cp·balanceChunks = 12', 'nearest valid lengths: 60 or 72',
+    );
+    assert.equal(loadConfig(undefined, ['parallel.hp=1', 'parallel.cp=4', 'parallel.sharding=balanced', 'parallel.balanceChunks=4', 'train.seqLen=64']).parallel.balanceChunks, 4);
+  });
+
   test('unknown section lists the sections', () => {
     configError(() => parseConfig({ modle: {} }), 'unknown section [modle]', 'did you mean model?', 'model, data, parallel, optim, train, checkpoint, run, save, log');
   });

@@ -13,7 +13,7 @@ import { validateModelConfig } from '../model/config.js';
 import { ZERO_SHARD_GROUPS, type ZeroShardGroup } from '../parallel/rank-groups.js';
 import { PLACEMENTS, ParallelDims, validateLayout } from '../parallel/dims.js';
 import { PRESETS, resolveLayout, type Preset, type ResolvedLayout } from '../parallel/presets.js';
-import { SHARDINGS, type Sharding } from '../parallel/sequence-layout.js';
+import { SequenceLayout, SHARDINGS, type Sharding } from '../parallel/sequence-layout.js';
 
 /**
  * The run's configuration: a TOML file (docs/config.md lists every key) plus `--set
@@ -296,6 +296,10 @@ function resolveConfig(cfg: ParsedConfig): { config?: Config; problems: string[]
   collect(() => packingOptions(data));
   const parallel = collect(() => resolveLayout(cfg.parallel));
   if (parallel !== undefined) collect(() => validateLayout(new ParallelDims(parallel), { heads: model.heads, kvHeads: model.kvHeads, seqLen: train.seqLen }));
+  // The layout of one whole-sequence document checks the sharding's own seqLen rule (balanced: cp · balanceChunks) before any rank starts.
+  if (parallel !== undefined && out.length === 0) {
+    collect(() => new SequenceLayout({ hp: parallel.hp, cp: parallel.cp, seqLen: train.seqLen, causal: train.causal, ...shardingOptions(cfg.parallel) }));
+  }
   if (out.length > 0 || parallel === undefined) return { problems: out };
   const save = { ...cfg.save, dir: cfg.save.dir ?? join(cfg.run.dir, 'checkpoints') };
   const log = { ...cfg.log, dir: cfg.log.dir ?? cfg.run.dir };
