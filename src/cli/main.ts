@@ -7,6 +7,7 @@ import { loadConfig, suggest } from '../train/config.js';
 import { benchLayouts, DEFAULT_LAYOUTS, formatBenchTable } from '../train/bench.js';
 import { benchAttention, DEFAULT_ATTENTION_OPTIONS, formatAttentionTable } from '../train/bench-attention.js';
 import { benchCluster, CLUSTER_BENCH_MODEL, DEFAULT_CLUSTER_BENCH, formatClusterTable } from '../train/bench-cluster.js';
+import { benchDocuments, DEFAULT_DOCUMENTS_BENCH, formatDocumentsTable } from '../train/bench-documents.js';
 import { benchKernels, DEFAULT_KERNEL_BENCH, formatKernelTable } from '../train/bench-kernels.js';
 import { benchMemory, DEFAULT_MEMORY_BENCH, formatMemoryTable } from '../train/bench-memory.js';
 import { train } from '../train/train.js';
@@ -85,6 +86,7 @@ const FLAG_NAMES: Record<keyof BenchFlags, string> = {
 const SUITE_FLAGS = {
   layouts: ['config', 'set', 'steps', 'warmup'],
   attention: ['warmup', 'reps', 'seqLen', 'heads', 'kvHeads', 'headDim'],
+  documents: ['warmup', 'reps', 'seqLen', 'heads', 'kvHeads', 'headDim'],
   kernels: ['config', 'set', 'steps', 'warmup', 'reps'],
   memory: ['config', 'set', 'steps', 'warmup', 'seqLen'],
   cluster: ['config', 'set', 'steps', 'warmup', 'rates', 'ranksPerHost'],
@@ -133,16 +135,16 @@ function userFixable(e: unknown): Error | undefined {
 program
   .command('bench')
   .description('benchmark a suite (docs/bench.md); JSON on stdout, a table on stderr')
-  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md)', 'layouts')
+  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "documents": one TwoDAttention layer on packed documents (many short, 2 long at the end), zigzag vs balanced sharding, ring (cp 4) and usp (hp 2 × cp 2), with one causal document as reference; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md)', 'layouts')
   .option('-c, --config <file>', 'layouts, kernels, memory: TOML config file (default: built-in defaults; kernels, memory: configs/demo.toml)')
   .option('-s, --set <key=value>', 'layouts, kernels, memory: override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--steps <n>', `layouts, kernels, memory: training steps per layout, backend or run (default 8; memory ${DEFAULT_MEMORY_BENCH.steps})`, num)
-  .option('--warmup <n>', `leading steps (layouts, default 2) or runs (attention, default 1) left out of the medians; kernels: both (default ${DEFAULT_KERNEL_BENCH.warmup})`, num)
-  .option('--reps <n>', `attention, kernels: measured runs per preset or kernel case (default ${DEFAULT_ATTENTION_OPTIONS.reps}, kernels ${DEFAULT_KERNEL_BENCH.reps})`, num)
-  .option('--seq-len <n>', `attention, memory: sequence length S (default ${DEFAULT_ATTENTION_OPTIONS.seqLen}, memory ${DEFAULT_MEMORY_BENCH.seqLen}; a multiple of 16)`, num)
-  .option('--heads <n>', `attention: query heads (default ${DEFAULT_ATTENTION_OPTIONS.heads})`, num)
-  .option('--kv-heads <n>', `attention: KV heads (default ${DEFAULT_ATTENTION_OPTIONS.kvHeads})`, num)
-  .option('--head-dim <n>', `attention: head dimension (default ${DEFAULT_ATTENTION_OPTIONS.headDim})`, num)
+  .option('--warmup <n>', `leading steps (layouts, default 2) or runs (attention, documents, default 1) left out of the medians; kernels: both (default ${DEFAULT_KERNEL_BENCH.warmup})`, num)
+  .option('--reps <n>', `attention, documents, kernels: measured runs per preset, case or kernel case (default ${DEFAULT_ATTENTION_OPTIONS.reps}, kernels ${DEFAULT_KERNEL_BENCH.reps})`, num)
+  .option('--seq-len <n>', `attention, documents, memory: sequence length S (default ${DEFAULT_ATTENTION_OPTIONS.seqLen}, documents ${DEFAULT_DOCUMENTS_BENCH.seqLen}, memory ${DEFAULT_MEMORY_BENCH.seqLen}; a multiple of 16; documents: of ${4 * DEFAULT_DOCUMENTS_BENCH.balanceChunks}, at least 256)`, num)
+  .option('--heads <n>', `attention, documents: query heads (default ${DEFAULT_ATTENTION_OPTIONS.heads})`, num)
+  .option('--kv-heads <n>', `attention, documents: KV heads (default ${DEFAULT_ATTENTION_OPTIONS.kvHeads}, documents ${DEFAULT_DOCUMENTS_BENCH.kvHeads})`, num)
+  .option('--head-dim <n>', `attention, documents: head dimension (default ${DEFAULT_ATTENTION_OPTIONS.headDim}, documents ${DEFAULT_DOCUMENTS_BENCH.headDim})`, num)
   .option('--rates <list>', `cluster: link rates between the 2 test hosts, comma-separated tc rates or "unshaped" (default ${DEFAULT_CLUSTER_BENCH.rates.join(',')})`, (v: string) => v.split(',').map((x) => x.trim()).filter((x) => x !== ''))
   .option('--ranks-per-host <list>', `cluster: ranks on each of the 2 hosts, comma-separated (default ${DEFAULT_CLUSTER_BENCH.ranksPerHost.join(',')})`, (v: string) => v.split(',').map(Number))
   .action(async (suite: string, opts: BenchFlags) => {
@@ -204,6 +206,21 @@ program
         reps: opts.reps ?? d.reps,
       });
       process.stderr.write(formatAttentionTable(report) + '\n');
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return;
+    }
+    if (suite === 'documents') {
+      const d = DEFAULT_DOCUMENTS_BENCH;
+      const report = await benchDocuments({
+        ...d,
+        seqLen: opts.seqLen ?? d.seqLen,
+        heads: opts.heads ?? d.heads,
+        kvHeads: opts.kvHeads ?? d.kvHeads,
+        headDim: opts.headDim ?? d.headDim,
+        warmup: opts.warmup ?? d.warmup,
+        reps: opts.reps ?? d.reps,
+      });
+      process.stderr.write(formatDocumentsTable(report) + '\n');
       process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       return;
     }

@@ -1,16 +1,20 @@
 /**
- * Rank entry of the attention benchmark (`loongtrain bench attention`, src/train/bench-attention.ts):
- * one TwoDAttention layer with the reference kernels on seeded random q, k, v and dO of this
- * rank's S/sp tokens, run forward + backward `warmup + reps` times. Each run starts at a world
- * barrier; the rank reports its own time and communication per measured run.
+ * Rank entry of the attention benchmarks (`loongtrain bench attention`, src/train/bench-attention.ts;
+ * `loongtrain bench documents`, src/train/bench-documents.ts): one TwoDAttention layer on seeded
+ * random q, k, v and dO of this rank's S/sp tokens, run forward + backward `warmup + reps` times.
+ * The sequence is one document, or the packed documents of `cuSeqlens` under `sharding`; the
+ * kernels are the reference ones unless `kernels` names another backend. Each run starts at a
+ * world barrier; the rank reports its own time and communication per measured run, its ring's
+ * computed and skipped hops, and its ring position's visible pairs.
  */
+import type { RingCounters } from '../attention/ring.js';
 import { TwoDAttention } from '../attention/two-d.js';
 import { GROUP_KINDS, type CommCounters, type GroupKind } from '../comm/process-group.js';
 import type { RankContext } from '../comm/rank-context.js';
-import { getKernels } from '../kernels/registry.js';
+import { createKernels, type KernelChoice } from '../kernels/registry.js';
 import { ParallelDims } from '../parallel/dims.js';
 import { buildRankGroups } from '../parallel/rank-groups.js';
-import { SequenceLayout } from '../parallel/sequence-layout.js';
+import { SequenceLayout, type Sharding } from '../parallel/sequence-layout.js';
 import { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionBenchOptions } from './bench-attention.js';
@@ -20,6 +24,14 @@ export interface AttentionBenchRankArgs extends AttentionBenchOptions {
   cp: number;
   /** Inner ring size w of Double-Ring-Attention; cp = one plain ring. */
   innerRingSize: number;
+  /** Packed documents as cu_seqlens (SequenceLayoutOptions.cuSeqlens); omitted: one document of seqLen tokens. */
+  cuSeqlens?: number[];
+  /** How tokens are assigned to ring positions (default zigzag). */
+  sharding?: Sharding;
+  /** Chunks per ring position under `balanced` (SequenceLayout's default when omitted). */
+  balanceChunks?: number;
+  /** Kernel backend, as createKernels takes it (default `reference`). */
+  kernels?: KernelChoice;
 }
 
 /** Traffic of one pass, by group kind. */
@@ -35,6 +47,13 @@ export interface AttentionBenchRankResult {
   /** Counters of the last measured forward and backward (deterministic: equal in every run). */
   forward: PassCounters;
   backward: PassCounters;
+  /** This rank's ring position c (its cp-group rank) and head-group index h. */
+  position: number;
+  headGroup: number;
+  /** Visible (query, key) pairs per head of this rank's ring position (`layout.work()[position]`). */
+  visiblePairs: number;
+  /** Hops of the ring in one forward + backward (the last measured run; the same in every run). */
+  ringCounters: RingCounters;
 }
 
 function randomTensor(ctx: RankContext, rng: Rng, shape: readonly number[]): Tensor {
@@ -51,7 +70,7 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
   const dims = new ParallelDims({ dp: 1, hp: a.hp, cp: a.cp, innerRingSize: a.innerRingSize, placement: 'head-first' }, ctx.world);
   const groups = buildRankGroups(ctx, dims, { stage: 0, shardGroup: 'world' });
   const attn = new TwoDAttention({
-    kernels: getKernels('reference'),
+    kernels: createKernels(a.kernels ?? 'reference', ctx.arena),
     heads: a.heads,
     kvHeads: a.kvHeads,
     headDim: a.headDim,
@@ -60,7 +79,16 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
     innerGroup: groups.inner,
     outerGroup: groups.outer,
   });
-  const layout = new SequenceLayout({ hp: a.hp, cp: a.cp, seqLen: a.seqLen, causal: a.causal });
+  const layout = new SequenceLayout({
+    hp: a.hp,
+    cp: a.cp,
+    seqLen: a.seqLen,
+    causal: a.causal,
+    ...(a.cuSeqlens !== undefined ? { cuSeqlens: Int32Array.from(a.cuSeqlens) } : {}),
+    ...(a.sharding !== undefined ? { sharding: a.sharding } : {}),
+    ...(a.balanceChunks !== undefined ? { balanceChunks: a.balanceChunks } : {}),
+  });
+  const { h, c } = dims.coords(ctx.rank);
   // The values only need to be finite and varied: timing and traffic do not depend on them.
   const rng = new Rng((a.seed + ctx.rank * 0x9e3779b9) >>> 0);
   const t = a.seqLen / dims.sp;
@@ -72,11 +100,22 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
   const dk = Tensor.zeros(ctx.arena, k.shape);
   const dv = Tensor.zeros(ctx.arena, v.shape);
 
-  const result: AttentionBenchRankResult = { ms: [], waitMs: [], doubleRing: groups.inner !== undefined, forward: ctx.counters(), backward: ctx.counters() };
+  const result: AttentionBenchRankResult = {
+    ms: [],
+    waitMs: [],
+    doubleRing: groups.inner !== undefined,
+    forward: ctx.counters(),
+    backward: ctx.counters(),
+    position: c,
+    headGroup: h,
+    visiblePairs: layout.work()[c]!,
+    ringCounters: { computedHops: 0, skippedHops: 0 },
+  };
   for (let i = 0; i < a.warmup + a.reps; i++) {
     for (const g of [dq, dk, dv]) g.data.fill(0);
     groups.world.barrier();
     ctx.resetCounters();
+    const hops = { ...attn.ringCounters };
     const start = performance.now();
     const saved = attn.forward(q, k, v, layout);
     const forward = ctx.counters();
@@ -84,7 +123,9 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
     attn.backward(saved, dOut, dq, dk, dv, layout);
     const ms = performance.now() - start;
     const backward = ctx.counters();
+    const after = attn.ringCounters;
     if (i < a.warmup) continue;
+    result.ringCounters = { computedHops: after.computedHops - hops.computedHops, skippedHops: after.skippedHops - hops.skippedHops };
     result.ms.push(ms);
     result.waitMs.push(totalWaitMs(forward) + totalWaitMs(backward));
     result.forward = forward;
