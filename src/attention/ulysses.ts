@@ -59,6 +59,12 @@ export function scatterHeads(group: ProcessGroup, x: Tensor, out: Tensor): void 
 export function gatherHeads(group: ProcessGroup, y: Tensor, out: Tensor, accumulate = false): void {
   const { t, hl, d } = checkSplit('gatherHeads', group, out, y);
   const hp = group.size;
+  if (hp === 1) {
+    // One head group: y is already [T, Hx, d] in token order.
+    if (!accumulate) out.data.set(y.data);
+    else for (let e = 0; e < out.data.length; e++) out.data[e]! += y.data[e]!;
+    return;
+  }
   let recv = y;
   if (hp > 1) {
     recv = Tensor.zeros(y.arena, [hp * t, hl, d], 'comm');
