@@ -39,7 +39,7 @@ describe('defaults and files', () => {
     // One folder per run: checkpoints, metrics and the effective config together.
     assert.deepEqual(cfg.run, { dir: 'runs/default' });
     assert.deepEqual(cfg.save, { dir: join('runs/default', 'checkpoints'), every: 0, keep: 2 });
-    assert.deepEqual(cfg.log, { dir: 'runs/default', progress: 'auto', trace: false });
+    assert.deepEqual(cfg.log, { dir: 'runs/default', progress: 'auto', trace: false, tensorboard: false });
     const apart = loadConfig(undefined, ['run.dir=runs/a', 'save.dir=/ck']);
     assert.deepEqual([apart.save.dir, apart.log.dir], ['/ck', 'runs/a'], 'save.dir and log.dir set a folder apart');
   });

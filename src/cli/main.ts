@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { RankFailedError } from '../comm/launcher.js';
@@ -11,9 +12,31 @@ import { benchDocuments, DEFAULT_DOCUMENTS_BENCH, formatDocumentsTable } from '.
 import { benchKernels, DEFAULT_KERNEL_BENCH, formatKernelTable } from '../train/bench-kernels.js';
 import { benchMemory, DEFAULT_MEMORY_BENCH, formatMemoryTable } from '../train/bench-memory.js';
 import { train } from '../train/train.js';
+import { evaluateCheckpoint } from '../train/eval.js';
+import { exportHf } from '../hf/export.js';
+import { importHf } from '../hf/import.js';
+import { DEFAULT_MAX_NEW_TOKENS, numberFlag, runGenerate, type GenerateFlags } from './generate.js';
+import { benchGenerate, DEFAULT_GENERATE_BENCH, formatGenerateTable } from '../infer/bench-generate.js';
+import { DEFAULT_SAMPLING } from '../infer/sampling.js';
+import { KERNEL_NAMES } from '../kernels/registry.js';
 
 const program = new Command();
 program.name('loongtrain').description('Train LLaMA-style models on long sequences with 2D-Attention (LoongTrain, arXiv 2406.18485)').showHelpAfterError();
+// dist/src/cli/main.js → the package's package.json.
+const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+program.version(version, '-V, --version', 'print the version of loongtrain');
+
+program
+  .command('plot')
+  .description('draw a run\'s metrics.jsonl as a PNG: loss (and validation loss), learning rate and throughput against the step')
+  .argument('<run-dir>', 'the run\'s folder (its run.dir, or log.dir when set apart), which holds metrics.jsonl')
+  .option('-o, --out <file>', 'PNG to write (default: <run-dir>/metrics.png)')
+  .action(async (dir: string, opts: { out?: string }) => {
+    // Loaded here: Vega takes half a second to import, which no other command should wait for.
+    const { plotRun } = await import('../train/plot.js');
+    const result = await plotRun(dir, opts.out);
+    process.stderr.write(`plot: ${result.rows} steps (${result.panels.join(', ')}) drawn to ${result.path} (${result.width}×${result.height})\n`);
+  });
 
 program
   .command('train')
@@ -62,6 +85,31 @@ program
     }
   });
 
+program
+  .command('eval')
+  .description('loss and perplexity of a checkpoint on held-out text: --data, or the held-out split of its training source; scored like training (the checkpoint\'s seqLen windows and packing) by the same distributed forward, on one rank unless --set gives a layout')
+  .option('--checkpoint <dir>', 'a checkpoint folder (step-NNNNNNNN), or a run folder (its newest checkpoint)')
+  .option('--data <path>', 'a .txt file, a .jsonl file (field text) or a folder of them (default: the checkpoint\'s held-out split)')
+  .option('--sequences <n>', 'score only the first n sequences (default: all of --data; the run\'s train.evalSequences for the held-out split)', positiveInt('--sequences'))
+  .option('-s, --set <key=value>', 'layout and runtime: parallel.*, train.kernels, train.arenaMiB, train.backend, train.commTimeoutMs (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--json', 'print exactly one JSON object { "loss", "perplexity", "tokens" } on stdout')
+  .action(async (opts: { checkpoint?: string; data?: string; sequences?: number; set: string[]; json?: boolean }) => {
+    if (opts.checkpoint === undefined) throw new ConfigError('eval: --checkpoint is required: give a checkpoint folder (step-NNNNNNNN) or a run folder');
+    const r = await evaluateCheckpoint({
+      checkpoint: opts.checkpoint,
+      set: opts.set,
+      ...(opts.data !== undefined ? { data: opts.data } : {}),
+      ...(opts.sequences !== undefined ? { sequences: opts.sequences } : {}),
+    });
+    if (!r.coordinator) return;
+    if (opts.json === true) {
+      process.stdout.write(JSON.stringify({ loss: r.loss, perplexity: r.perplexity, tokens: r.tokens }) + '\n');
+    } else {
+      process.stderr.write(`eval: ${r.checkpoint} (step ${r.step}) on ${r.scored}: ${r.sequences} sequence${r.sequences === 1 ? '' : 's'} on ${r.layout}\n`);
+      process.stdout.write(`loss ${r.loss.toFixed(4)}  perplexity ${r.perplexity.toFixed(3)}  tokens ${r.tokens}\n`);
+    }
+  });
+
 interface BenchFlags {
   config?: string;
   set: string[];
@@ -74,6 +122,19 @@ interface BenchFlags {
   headDim?: number;
   rates?: string[];
   ranksPerHost?: number[];
+}
+
+/** The flags of the one-layer suites (attention, documents) over the suite's defaults. */
+function layerFlags<T extends { seqLen: number; heads: number; kvHeads: number; headDim: number; warmup: number; reps: number }>(d: T, opts: BenchFlags): T {
+  return {
+    ...d,
+    seqLen: opts.seqLen ?? d.seqLen,
+    heads: opts.heads ?? d.heads,
+    kvHeads: opts.kvHeads ?? d.kvHeads,
+    headDim: opts.headDim ?? d.headDim,
+    warmup: opts.warmup ?? d.warmup,
+    reps: opts.reps ?? d.reps,
+  };
 }
 
 const FLAG_NAMES: Record<keyof BenchFlags, string> = {
@@ -90,6 +151,7 @@ const SUITE_FLAGS = {
   kernels: ['config', 'set', 'steps', 'warmup', 'reps'],
   memory: ['config', 'set', 'steps', 'warmup', 'seqLen'],
   cluster: ['config', 'set', 'steps', 'warmup', 'rates', 'ranksPerHost'],
+  generate: ['warmup', 'reps'],
 } as const satisfies Record<string, ReadonlyArray<keyof BenchFlags>>;
 type Suite = keyof typeof SUITE_FLAGS;
 
@@ -135,12 +197,12 @@ function userFixable(e: unknown): Error | undefined {
 program
   .command('bench')
   .description('benchmark a suite (docs/bench.md); JSON on stdout, a table on stderr')
-  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "documents": one TwoDAttention layer on packed documents (many short, 2 long at the end), zigzag vs balanced sharding, ring (cp 4) and usp (hp 2 × cp 2), with one causal document as reference; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md)', 'layouts')
+  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "documents": one TwoDAttention layer on packed documents (many short, 2 long at the end), zigzag vs balanced sharding, ring (cp 4) and usp (hp 2 × cp 2), with one causal document as reference; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md); "generate": ms per new token generating 64, 128, 256 tokens with and without the KV cache on a small model', 'layouts')
   .option('-c, --config <file>', 'layouts, kernels, memory: TOML config file (default: built-in defaults; kernels, memory: configs/demo.toml)')
   .option('-s, --set <key=value>', 'layouts, kernels, memory: override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--steps <n>', `layouts, kernels, memory: training steps per layout, backend or run (default 8; memory ${DEFAULT_MEMORY_BENCH.steps})`, num)
-  .option('--warmup <n>', `leading steps (layouts, default 2) or runs (attention, documents, default 1) left out of the medians; kernels: both (default ${DEFAULT_KERNEL_BENCH.warmup})`, num)
-  .option('--reps <n>', `attention, documents, kernels: measured runs per preset, case or kernel case (default ${DEFAULT_ATTENTION_OPTIONS.reps}, kernels ${DEFAULT_KERNEL_BENCH.reps})`, num)
+  .option('--warmup <n>', `leading steps (layouts, default 2) or runs (attention, documents, generate, default 1) left out of the medians; kernels: both (default ${DEFAULT_KERNEL_BENCH.warmup})`, num)
+  .option('--reps <n>', `attention, documents, kernels, generate: measured runs per preset, case or kernel case (default ${DEFAULT_ATTENTION_OPTIONS.reps}, kernels ${DEFAULT_KERNEL_BENCH.reps}, generate ${DEFAULT_GENERATE_BENCH.reps})`, num)
   .option('--seq-len <n>', `attention, documents, memory: sequence length S (default ${DEFAULT_ATTENTION_OPTIONS.seqLen}, documents ${DEFAULT_DOCUMENTS_BENCH.seqLen}, memory ${DEFAULT_MEMORY_BENCH.seqLen}; a multiple of 16; documents: of ${4 * DEFAULT_DOCUMENTS_BENCH.balanceChunks}, at least 256)`, num)
   .option('--heads <n>', `attention, documents: query heads (default ${DEFAULT_ATTENTION_OPTIONS.heads})`, num)
   .option('--kv-heads <n>', `attention, documents: KV heads (default ${DEFAULT_ATTENTION_OPTIONS.kvHeads}, documents ${DEFAULT_DOCUMENTS_BENCH.kvHeads})`, num)
@@ -196,30 +258,24 @@ program
     }
     if (suite === 'attention') {
       const d = DEFAULT_ATTENTION_OPTIONS;
-      const report = await benchAttention({
-        ...d,
-        seqLen: opts.seqLen ?? d.seqLen,
-        heads: opts.heads ?? d.heads,
-        kvHeads: opts.kvHeads ?? d.kvHeads,
-        headDim: opts.headDim ?? d.headDim,
-        warmup: opts.warmup ?? d.warmup,
-        reps: opts.reps ?? d.reps,
-      });
+      const report = await benchAttention(layerFlags(d, opts));
       process.stderr.write(formatAttentionTable(report) + '\n');
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return;
+    }
+    if (suite === 'generate') {
+      const d = DEFAULT_GENERATE_BENCH;
+      const warmup = opts.warmup ?? d.warmup;
+      const reps = opts.reps ?? d.reps;
+      if (!Number.isInteger(warmup) || !Number.isInteger(reps) || warmup < 0 || reps < 1) throw new ConfigError(`--warmup ${warmup} and --reps ${reps} are invalid: use integers with warmup ≥ 0 and reps ≥ 1`);
+      const report = benchGenerate({ ...d, warmup, reps });
+      process.stderr.write(formatGenerateTable(report) + '\n');
       process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       return;
     }
     if (suite === 'documents') {
       const d = DEFAULT_DOCUMENTS_BENCH;
-      const report = await benchDocuments({
-        ...d,
-        seqLen: opts.seqLen ?? d.seqLen,
-        heads: opts.heads ?? d.heads,
-        kvHeads: opts.kvHeads ?? d.kvHeads,
-        headDim: opts.headDim ?? d.headDim,
-        warmup: opts.warmup ?? d.warmup,
-        reps: opts.reps ?? d.reps,
-      });
+      const report = await benchDocuments(layerFlags(d, opts));
       process.stderr.write(formatDocumentsTable(report) + '\n');
       process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       return;
@@ -233,6 +289,50 @@ program
     const report = await benchLayouts(cfg, DEFAULT_LAYOUTS, steps, warmup);
     process.stderr.write(formatBenchTable(report) + '\n');
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  });
+
+program
+  .command('export')
+  .description('write a checkpoint in another format: --format hf gives a Hugging Face LlamaForCausalLM folder (config.json, model.safetensors, tokenizer files for gpt2; docs/model.md "Hugging Face names and RoPE pairing")')
+  .requiredOption('--checkpoint <dir>', 'a checkpoint folder (step-NNNNNNNN), or a run or checkpoint folder (its newest checkpoint)')
+  .requiredOption('--out <dir>', 'folder to write')
+  .option('--format <format>', 'output format: "hf"', 'hf')
+  .option('--dtype <dtype>', 'tensor dtype: "f32" or "bf16" (rounded to nearest even)', 'f32')
+  .action((opts: { checkpoint: string; out: string; format: string; dtype: string }) => {
+    if (opts.format !== 'hf') throw new ConfigError(`--format ${JSON.stringify(opts.format)} is invalid: use "hf"`);
+    const r = exportHf(opts.checkpoint, opts.out, { dtype: opts.dtype });
+    process.stderr.write(`exported ${r.checkpoint} → ${r.out} (${r.tensors} tensors, ${r.dtype}): ${r.files.join(', ')}\n`);
+    if (r.tokenizerNote !== undefined) process.stderr.write(`note: ${r.tokenizerNote}\n`);
+  });
+
+program
+  .command('import')
+  .description('read a Hugging Face LLaMA folder (model.safetensors or shards with model.safetensors.index.json; F32/F16/BF16) into a step-0 checkpoint for train --resume, generate and eval')
+  .requiredOption('--from <dir>', 'the Hugging Face model folder (config.json + safetensors)')
+  .requiredOption('--out <dir>', 'checkpoint folder to create (the checkpoint goes to <dir>/step-00000000)')
+  .option('--tokenizer <name>', 'our tokenizer for the model: "byte" or "gpt2" (default: config.json\'s loongtrain_tokenizer, written by export)')
+  .option('-c, --config <file>', 'the training config the checkpoint will be resumed with (its seqLen, seed, batch, dp, packing are recorded; the model comes from config.json)')
+  .option('-s, --set <key=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .action((opts: { from: string; out: string; tokenizer?: string; config?: string; set: string[] }) => {
+    const r = importHf(opts.from, opts.out, { set: opts.set, ...(opts.tokenizer !== undefined ? { tokenizer: opts.tokenizer } : {}), ...(opts.config !== undefined ? { config: opts.config } : {}) });
+    process.stderr.write(`imported ${opts.from} → ${r.checkpoint} (tokenizer ${r.tokenizer}, train.seqLen ${r.seqLen}); a config that resumes it needs\n${r.modelToml}\n`);
+  });
+
+program
+  .command('generate')
+  .description('sample text from a trained checkpoint, streamed to stdout as it is sampled (KV cache; greedy at --temperature 0); a tokens/s line on stderr')
+  .option('--checkpoint <dir>', 'a checkpoint folder (step-NNNNNNNN), or a run or checkpoint folder (its newest checkpoint); required')
+  .option('--prompt <text>', 'text to continue (empty: start a new document from the separator token)', '')
+  .option('--max-new-tokens <n>', `tokens to sample at most; generation also stops at the tokenizer's end token and when the context is full`, numberFlag('--max-new-tokens'), DEFAULT_MAX_NEW_TOKENS)
+  .option('--temperature <t>', `softmax temperature, ≥ 0; 0 = greedy (the most likely token; top-k and top-p then do nothing) (default ${DEFAULT_SAMPLING.temperature})`, numberFlag('--temperature'))
+  .option('--top-k <k>', `sample only among the k most likely tokens; 0 = all (default ${DEFAULT_SAMPLING.topK})`, numberFlag('--top-k'))
+  .option('--top-p <p>', `nucleus: sample only among the most likely tokens holding probability p, in (0, 1]; 1 = all (default ${DEFAULT_SAMPLING.topP})`, numberFlag('--top-p'))
+  .option('--seed <s>', `seed of the sampling, an integer in [0, 2^32); equal seeds give equal text (default ${DEFAULT_SAMPLING.seed})`, numberFlag('--seed'))
+  .option('--context <n>', "tokens the KV cache holds, prompt and generated together (default: the checkpoint's train.seqLen); a longer prompt is an error", numberFlag('--context'))
+  .option('--kernels <name>', `kernel backend: ${KERNEL_NAMES.map((n) => `"${n}"`).join(', ')} (auto: blas, else wasm, else reference)`, 'auto')
+  .option('--no-echo', 'do not write the prompt before the generated text')
+  .action((opts: GenerateFlags) => {
+    runGenerate(opts, { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) });
   });
 
 try {

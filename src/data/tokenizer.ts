@@ -78,11 +78,15 @@ interface Gpt2Module {
 }
 
 let gpt2: Gpt2Module | undefined;
+/** gpt-tokenizer's one module-wide streaming TextDecoder, which its decode leaves holding an incomplete tail. */
+let gpt2Utf8: { decoder: { decode(): string } } | undefined;
 
 function gpt2Tokenizer(): Tokenizer {
   // Loaded on first use: the BPE ranks take ~80 ms to load and byte-tokenizer runs never need them.
   gpt2 ??= createRequire(import.meta.url)('gpt-tokenizer/cjs/encoding/r50k_base') as Gpt2Module;
+  gpt2Utf8 ??= createRequire(import.meta.url)('gpt-tokenizer/cjs/BytePairEncodingCore') as { decoder: { decode(): string } };
   const bpe = gpt2;
+  const utf8 = gpt2Utf8.decoder;
   const vocabSize = bpe.vocabularySize;
   // An empty disallowed set makes "<|endoftext|>" inside a document plain text, so documents never
   // contain the separator and cannot fake a document boundary.
@@ -94,7 +98,10 @@ function gpt2Tokenizer(): Tokenizer {
     encode: (text) => Int32Array.from(bpe.encode(text, plain)),
     decode(ids) {
       checkIds('gpt2', ids, vocabSize);
-      return bpe.decode(Array.from(ids));
+      // bpe.decode streams through a shared decoder: bytes of a character cut at the end would
+      // otherwise prefix the next call's text. Flushing makes each call stateless, an
+      // incomplete tail decoding to U+FFFD as with the byte tokenizer.
+      return bpe.decode(Array.from(ids)) + utf8.decode();
     },
   };
 }

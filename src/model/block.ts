@@ -95,6 +95,17 @@ export class TransformerBlock {
   }
 
   /**
+   * Forward only (evaluation): x [T, D] → y [T, D] (category 'saved', owned by the caller) with
+   * the same kernel calls as {@link forward}, whatever the policy, keeping nothing: every
+   * intermediate, the attention core's state included, is freed before it returns.
+   */
+  forwardOnly(x: Tensor, placement: TokenPlacement): Tensor {
+    const { internals, y } = this.compute(x, placement, undefined, 'activations', false);
+    this.releaseInternals(internals, true);
+    return y!;
+  }
+
+  /**
    * From dy [T, D] write dx [T, D]; accumulate every parameter gradient; free what forward
    * saved. A checkpointed block first recomputes its intermediates from x (and, for
    * `selective++`, the kept attention output) with the same kernel calls as the forward, so

@@ -137,6 +137,35 @@ export class Transformer<S extends ParamStore = ModelParams> {
   }
 
   /**
+   * Forward only, for evaluation: the same computation as {@link forward} over this rank's
+   * tokens (same inputs and checks), returning the SUM of the valid tokens' cross-entropy
+   * losses, but keeping no activation (each block frees its intermediates as it goes, the
+   * head its logits) and touching no gradient. Parameters are acquired and released per unit
+   * for the forward pass, as in training.
+   * @throws Error as {@link forward} does for invalid inputs, or while a forward awaits its backward.
+   */
+  evaluate(tokens: Int32Array, positions: Int32Array, labels: Int32Array, layout: SequenceLayout): number {
+    if (this.state !== undefined) throw new Error('Transformer.evaluate: a forward still holds its activations; call backward() first');
+    this.checkInputs(tokens, positions, labels, 0);
+    const placement = { positions, layout };
+    let x = Tensor.zeros(this.arena, [tokens.length, this.config.dim], 'activations');
+    this.using('embedding', 'forward', () => this.embedding.forward(x, tokens));
+    for (const [l, block] of this.blocks.entries()) {
+      const y = this.using(`layers.${l}`, 'forward', () => block.forwardOnly(x, placement));
+      x.free();
+      x = y;
+    }
+    const input = x;
+    const loss = this.using('head', 'forward', () => {
+      const { loss, saved } = this.head.forward(input, labels, 0);
+      for (const tensor of [saved.norm.rstd, saved.xf, saved.dlogits]) tensor.free();
+      return loss;
+    });
+    x.free();
+    return loss;
+  }
+
+  /**
    * Backward of the last forward: accumulates into the store's gradients (call
    * `params.zeroGrads()` first for a fresh step) and frees every activation it kept.
    * @throws Error when there is no forward to backpropagate.

@@ -93,6 +93,36 @@ function busiest(ranks: readonly PassCounters[]): PassTraffic {
   ) as PassTraffic;
 }
 
+/** What {@link runAttentionLayer} measured: every rank's result and the medians over the measured runs. */
+export interface AttentionLayerRun {
+  ranks: AttentionBenchRankResult[];
+  /** Median over the measured runs of the slowest rank's forward + backward ms. */
+  ms: number;
+  /** Median over the measured runs of the largest share of a run a rank spent waiting for messages. */
+  commWaitShare: number;
+}
+
+/**
+ * Run one TwoDAttention layer on hp · cp worker threads (bench-attention-rank.ts) and take the
+ * medians the attention and documents suites report.
+ * @throws RankFailedError when a rank fails (e.g. its arena is exhausted).
+ */
+export async function runAttentionLayer(args: AttentionBenchRankArgs): Promise<AttentionLayerRun> {
+  const sp = args.hp * args.cp;
+  // Every tensor of the layer is at most a few times one rank's q: [S/sp, H, d] f32.
+  const qBytes = (args.seqLen / sp) * args.heads * args.headDim * 4;
+  const ranks = (await launchRanks({
+    world: sp,
+    entry: new URL('./bench-attention-rank.js', import.meta.url).href,
+    args,
+    timeoutMs: 600_000,
+    arenaBytes: 64 * qBytes + 16 * 2 ** 20,
+  })) as AttentionBenchRankResult[];
+  const runMs = Array.from({ length: args.reps }, (_, i) => Math.max(...ranks.map((r) => r.ms[i]!)));
+  const waitShare = runMs.map((ms, i) => Math.max(...ranks.map((r) => r.waitMs[i]!)) / ms);
+  return { ranks, ms: median(runMs), commWaitShare: median(waitShare) };
+}
+
 /**
  * Time one TwoDAttention layer (forward + backward, reference kernels) under each preset and
  * count its traffic: per preset, `sp` worker threads each run `warmup + reps` passes of seeded
@@ -115,25 +145,13 @@ export async function benchAttention(opts: AttentionBenchOptions, presets: reado
   }
   const results: AttentionPresetResult[] = [];
   for (const p of presets) {
-    const args: AttentionBenchRankArgs = { ...opts, hp: p.hp, cp: p.cp, innerRingSize: p.innerRingSize };
-    // Every tensor of the layer is at most a few times one rank's q: [S/sp, H, d] f32.
-    const qBytes = (opts.seqLen / p.sp) * opts.heads * opts.headDim * 4;
-    const ranks = (await launchRanks({
-      world: p.sp,
-      entry: new URL('./bench-attention-rank.js', import.meta.url).href,
-      args,
-      timeoutMs: 600_000,
-      arenaBytes: 64 * qBytes + 16 * 2 ** 20,
-    })) as AttentionBenchRankResult[];
-    const runMs = Array.from({ length: opts.reps }, (_, i) => Math.max(...ranks.map((r) => r.ms[i]!)));
-    const waitShare = runMs.map((ms, i) => Math.max(...ranks.map((r) => r.waitMs[i]!)) / ms);
-    const ms = median(runMs);
+    const { ranks, ms, commWaitShare } = await runAttentionLayer({ ...opts, hp: p.hp, cp: p.cp, innerRingSize: p.innerRingSize });
     const first = results.find((r) => r.sp === p.sp);
     results.push({
       ...p,
       doubleRing: ranks.every((r) => r.doubleRing),
       reps: opts.reps,
-      median: { ms, commWaitShare: median(waitShare) },
+      median: { ms, commWaitShare },
       timeRatio: first === undefined ? 1 : ms / first.median.ms,
       traffic: { forward: busiest(ranks.map((r) => r.forward)), backward: busiest(ranks.map((r) => r.backward)) },
     });

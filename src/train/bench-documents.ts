@@ -1,10 +1,10 @@
-import { launchRanks } from '../comm/backends.js';
 import { ConfigError } from '../errors.js';
 import { resolveKernels, type BackendName, type KernelChoice } from '../kernels/registry.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import { SequenceLayout, type Sharding } from '../parallel/sequence-layout.js';
 import { Rng } from '../tensor/rng.js';
-import type { AttentionBenchRankArgs, AttentionBenchRankResult } from './bench-attention-rank.js';
+import type { AttentionBenchRankArgs } from './bench-attention-rank.js';
+import { runAttentionLayer } from './bench-attention.js';
 import { machineInfo, median, table, type MachineInfo } from './bench-common.js';
 
 /**
@@ -213,18 +213,7 @@ export async function benchDocuments(opts: DocumentsBenchOptions): Promise<Docum
       ...(sequence === 'documents' ? { cuSeqlens } : {}),
       ...(sharding === 'balanced' ? { balanceChunks: opts.balanceChunks } : {}),
     };
-    // As the attention suite: every tensor of the layer is at most a few times one rank's q [S/sp, H, d] f32.
-    const qBytes = (seqLen / sp) * heads * headDim * 4;
-    const ranks = (await launchRanks({
-      world: sp,
-      entry: new URL('./bench-attention-rank.js', import.meta.url).href,
-      args,
-      timeoutMs: 600_000,
-      arenaBytes: 64 * qBytes + 16 * 2 ** 20,
-    })) as AttentionBenchRankResult[];
-    const runMs = Array.from({ length: opts.reps }, (_, i) => Math.max(...ranks.map((r) => r.ms[i]!)));
-    const waitShare = runMs.map((ms, i) => Math.max(...ranks.map((r) => r.waitMs[i]!)) / ms);
-    const ms = median(runMs);
+    const { ranks, ms, commWaitShare } = await runAttentionLayer(args);
     const perRank = ranks.map((r, rank) => ({
       rank,
       h: r.headGroup,
@@ -245,7 +234,7 @@ export async function benchDocuments(opts: DocumentsBenchOptions): Promise<Docum
       ranks: perRank,
       hops: { computed: perRank.reduce((n, r) => n + r.computedHops, 0), skipped: perRank.reduce((n, r) => n + r.skippedHops, 0) },
       reps: opts.reps,
-      median: { ms, commWaitShare: median(waitShare) },
+      median: { ms, commWaitShare },
       vsZigzag: 1,
     });
   }

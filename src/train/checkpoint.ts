@@ -1,4 +1,5 @@
 import { PACKING_MODES, POSITION_MODES, type PackingOptions } from '../data/packing.js';
+import type { HeldOutRecord } from '../data/heldout.js';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
@@ -50,6 +51,12 @@ export interface TrainerState {
   schedule?: RunSchedule;
   /** data.packing and data.positions of the run (absent in older checkpoints: concat, sequence). */
   packing?: PackingOptions;
+  /**
+   * The run's held-out split (data.valFraction; data/heldout.ts): the source, the held-out
+   * documents and the validation stream's size and checksum, so `loongtrain eval` scores the
+   * same validation sequences. Absent in older checkpoints and in runs without a split.
+   */
+  heldOut?: HeldOutRecord;
 }
 
 /**
@@ -456,6 +463,25 @@ const trainerStateSchema: z.ZodType<TrainerState> = z.looseObject(
     rngState: integer(0),
     schedule: scheduleSchema.optional(),
     packing: z.object({ packing: z.enum(PACKING_MODES), positions: z.enum(POSITION_MODES) }, { error: 'data.packing and data.positions of the run' }).optional(),
+    heldOut: z
+      .object(
+        {
+          valFraction: z.number({ error: 'a number in [0, 1)' }).min(0).lt(1),
+          source: z.object({
+            source: z.enum(['brown', 'files']),
+            path: z.string().optional(),
+            maxFileMiB: integer(1).optional(),
+            invalidText: z.enum(['error', 'skip']).optional(),
+          }),
+          documents: integer(0),
+          validation: z.array(integer(0)),
+          tokens: integer(0),
+          checksum: z.string(),
+          sequences: integer(1),
+        },
+        { error: 'the held-out split of the run (valFraction, source, documents, validation, tokens, checksum, sequences)' },
+      )
+      .optional(),
   },
   { error: 'a JSON object of the trainer state (format, step, optimizerStep, …)' },
 );
@@ -517,6 +543,8 @@ export function checkResumable(state: TrainerState, run: RunIdentity, path: stri
   const { model, tokenizer, seqLen } = run;
   const diffs: string[] = [];
   for (const key of Object.keys(model) as (keyof ModelConfig)[]) {
+    // model.init (the initial parameters of a fresh run, src/hf/init.ts) does not apply to a resume.
+    if ((key as string) === 'init') continue;
     if (state.model[key] !== model[key]) diffs.push(`model.${key}: checkpoint ${String(state.model[key])}, config ${String(model[key])}`);
   }
   if (state.tokenizer !== tokenizer) diffs.push(`data.tokenizer: checkpoint ${state.tokenizer}, config ${tokenizer}`);

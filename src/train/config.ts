@@ -39,6 +39,8 @@ const modelSchema = z.strictObject({
   normEps: positive().default(1e-5),
   tiedEmbeddings: z.boolean().default(true),
   initStd: positive().default(0.02),
+  // Initial parameters of a fresh run: "hf:DIR" reads a Hugging Face LLaMA folder (src/hf/init.ts); absent: drawn from train.seed. Ignored on --resume.
+  init: z.string().min(1).optional(),
 });
 
 const dataSchema = z.strictObject({
@@ -53,6 +55,9 @@ const dataSchema = z.strictObject({
   // ("concat"; positions "document" with "documents", else "sequence").
   packing: z.enum(PACKING_MODES).optional(),
   positions: z.enum(POSITION_MODES).optional(),
+  // The held-out split (data/heldout.ts): share of the documents training never sees. Optional,
+  // default applied by evalOptions (0.01), so a config that leaves it out prints as before.
+  valFraction: z.number().min(0).lt(1).optional(),
 });
 
 const parallelSchema = z.strictObject({
@@ -99,6 +104,10 @@ const trainSchema = z.strictObject({
   causal: z.boolean().default(true),
   // Steps whose loss or gradient norm is not finite that are skipped (no update) before the run stops.
   maxNonFiniteSteps: int(0).default(0),
+  // Validation on the held-out split every N steps (0: off) over the first evalSequences of its
+  // sequences. Optional, defaults applied by evalOptions (0, 8).
+  evalEvery: int(0).optional(),
+  evalSequences: int(1).optional(),
 });
 
 // Activation checkpointing (docs/memory.md): the first ⌈fraction · layers⌉ layers use the policy.
@@ -128,6 +137,8 @@ const logSchema = z.strictObject({
   peakGflopsPerRank: positive().optional(),
   // A Chrome trace of every rank's communication spans (docs/comm.md, Tracing) in <dir>/trace.json.
   trace: z.boolean().default(false),
+  // TensorBoard event file <dir>/events.out.tfevents.<unix>.<host> with each step's scalars (src/train/tensorboard.ts).
+  tensorboard: z.boolean().default(false),
 });
 
 const SECTIONS = {
@@ -311,6 +322,11 @@ function resolveConfig(cfg: ParsedConfig): { config?: Config; problems: string[]
     ...(balanceChunks !== undefined ? { balanceChunks } : {}),
   };
   return { config: { ...cfg, model, save, log, parallel: resolved }, problems: [] };
+}
+
+/** data.valFraction, train.evalEvery and train.evalSequences with their defaults (0.01, 0 = off, 8) applied. */
+export function evalOptions(cfg: { data: { valFraction?: number | undefined }; train: { evalEvery?: number | undefined; evalSequences?: number | undefined } }): { valFraction: number; evalEvery: number; evalSequences: number } {
+  return { valFraction: cfg.data.valFraction ?? 0.01, evalEvery: cfg.train.evalEvery ?? 0, evalSequences: cfg.train.evalSequences ?? 8 };
 }
 
 /** parallel.sharding and parallel.balanceChunks with their defaults ("zigzag", 8) applied. */

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { MetricsFile } from './metrics-file.js';
 import type { StepMetrics } from './metrics.js';
+import { removeEventFiles, TensorBoardWriter } from './tensorboard.js';
 
 export type ProgressMode = 'auto' | 'bar' | 'plain' | 'none';
 
@@ -17,6 +18,7 @@ export class TrainLogger {
   private readonly mode: Exclude<ProgressMode, 'auto'>;
   private readonly metrics: MetricsFile;
   private readonly every: number;
+  private tensorboard: TensorBoardWriter | undefined;
 
   /**
    * @param every plain lines every this many steps (log.every); undefined: every step on a
@@ -48,6 +50,18 @@ export class TrainLogger {
     }
   }
 
+  /**
+   * Also write each step to a TensorBoard event file in `logDir` (log.tensorboard): a new file
+   * per run; a fresh run first removes the event files of the run whose metrics it replaces.
+   * @param resumedAt the checkpoint step of a resumed run, undefined for a fresh one.
+   * @throws MetricsWriteError when the file cannot be created.
+   */
+  enableTensorBoard(logDir: string, resumedAt: number | undefined): void {
+    if (resumedAt === undefined) removeEventFiles(logDir);
+    this.tensorboard = new TensorBoardWriter(logDir, resumedAt, (line) => this.info(line));
+    this.info(`tensorboard: events in ${this.tensorboard.path} (tensorboard --logdir ${logDir})`);
+  }
+
   /** Print a line (above the bar when one is shown). */
   info(line: string): void {
     if (this.barShown) this.bar!.stop();
@@ -64,6 +78,7 @@ export class TrainLogger {
   /** Record a step, and show it as the mode says. @throws MetricsWriteError when the row cannot be appended. */
   step(m: StepMetrics, last: boolean): void {
     this.metrics.append(m);
+    this.tensorboard?.write(m);
     const payload = {
       loss: m.loss.toFixed(4),
       lr: m.lr.toExponential(2),
@@ -76,8 +91,9 @@ export class TrainLogger {
       this.lastPayload = payload;
       if (this.barShown) this.bar.update(m.step, payload);
       else this.bar.start(this.barTotal, m.step, payload);
+      if (m.valLoss !== undefined) this.info(`step ${m.step}: validation loss ${m.valLoss.toFixed(4)} (perplexity ${m.valPerplexity!.toFixed(2)})`);
       this.barShown = true;
-    } else if (this.mode === 'plain' && (m.step % this.every === 0 || m.step === 1 || last || m.skipped)) {
+    } else if (this.mode === 'plain' && (m.step % this.every === 0 || m.step === 1 || last || m.skipped || m.valLoss !== undefined)) {
       const peakMiB = Math.max(...m.peakBytes) / 2 ** 20;
       const catMiB = (c: 'saved' | 'activations'): string => (Math.max(...m.peakBytesByCategory[c]) / 2 ** 20).toFixed(1);
       const wait = Math.max(...m.commWaitMs);
@@ -86,7 +102,8 @@ export class TrainLogger {
       const imbalance = m.attentionImbalance > 1.0005 ? ` | attn work max/mean ${m.attentionImbalance.toFixed(2)}` : '';
       this.out(
         `step ${m.step}${skipped} | loss ${payload.loss} | lr ${payload.lr} | grad norm ${m.gradNorm.toFixed(3)} | ${m.stepMs.toFixed(0)} ms | ` +
-          `${payload.tps} tok/s | TGS ${payload.tgs} | MFU ${payload.mfu} | peak ${peakMiB.toFixed(1)} MiB/rank (saved ${catMiB('saved')}, activations ${catMiB('activations')}) | comm wait ${wait.toFixed(0)} ms${imbalance}`,
+          `${payload.tps} tok/s | TGS ${payload.tgs} | MFU ${payload.mfu} | peak ${peakMiB.toFixed(1)} MiB/rank (saved ${catMiB('saved')}, activations ${catMiB('activations')}) | comm wait ${wait.toFixed(0)} ms${imbalance}` +
+          (m.valLoss !== undefined ? ` | val loss ${m.valLoss.toFixed(4)} (ppl ${m.valPerplexity!.toFixed(2)})` : ''),
       );
     }
   }
@@ -94,5 +111,6 @@ export class TrainLogger {
   close(): void {
     this.bar?.stop();
     this.metrics.close();
+    this.tensorboard?.close();
   }
 }

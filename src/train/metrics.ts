@@ -27,6 +27,17 @@ export function peakFlopsPerRank(configuredGflops?: number): { flops: number; so
 /** One training step as the launcher logs it (JSON-lines record). */
 export interface StepMetrics {
   step: number;
+  /**
+   * When the launcher had every rank's report of the step: unix time in seconds, with
+   * milliseconds as the fraction (Date.now() / 1000; TensorBoard's wall_time). Absent in the
+   * rows of older metrics files, which readers (resume, plot) accept.
+   */
+  time: number;
+  /**
+   * Tokens of the global batch consumed so far, this step included: step × dp × batchSize ×
+   * seqLen, so a resumed run counts the steps before its checkpoint. Absent in older rows.
+   */
+  tokens: number;
   /** Mean token loss over every valid label of the global batch (nats). */
   loss: number;
   lr: number;
@@ -59,6 +70,13 @@ export interface StepMetrics {
   attentionImbalance: number;
   /** Payload bytes sent during the step by all ranks together, per group kind (docs/comm.md, Counters). */
   commBytesByKind: Record<GroupKind, number>;
+  /**
+   * Validation loss after this step's update (train.evalEvery; absent on other steps): Σ token
+   * losses / Σ valid labels over the held-out split's first train.evalSequences sequences (nats).
+   */
+  valLoss?: number;
+  /** exp(valLoss). */
+  valPerplexity?: number;
 }
 
 /** What each rank reports after a step. */
@@ -77,6 +95,8 @@ export interface RankStepReport {
   attentionPairs: number;
   /** Payload bytes this rank sent during the step, per group kind. */
   commBytesByKind: Record<GroupKind, number>;
+  /** Validation loss after the step's update, on the steps that evaluate (identical on every rank). */
+  valLoss?: number;
 }
 
 /** max / mean of non-negative values (1 when they are all 0). */
@@ -89,14 +109,17 @@ function imbalance(values: number[]): number {
  * Combine the per-rank reports of one step into the logged metrics.
  * @param tokensPerStep tokens of the global batch (dp × batchSize × seqLen)
  * @param modelFlopsPerStep 3 × forward FLOPs of the global batch (algorithms.md §7)
+ * @param time the row's `time`, unix seconds (default: now)
  */
-export function combineStep(reports: RankStepReport[], tokensPerStep: number, modelFlopsPerStep: number, peakPerRank: number): StepMetrics {
+export function combineStep(reports: RankStepReport[], tokensPerStep: number, modelFlopsPerStep: number, peakPerRank: number, time = Date.now() / 1000): StepMetrics {
   const first = reports[0]!;
   const stepMs = Math.max(...reports.map((r) => r.stepMs));
   const seconds = stepMs / 1000;
   const world = reports.length;
   return {
     step: first.step,
+    time,
+    tokens: first.step * tokensPerStep,
     loss: first.loss,
     lr: first.lr,
     gradNorm: first.gradNorm,
@@ -110,5 +133,6 @@ export function combineStep(reports: RankStepReport[], tokensPerStep: number, mo
     commWaitMs: reports.map((r) => r.commWaitMs),
     attentionImbalance: imbalance(reports.map((r) => r.attentionPairs)),
     commBytesByKind: Object.fromEntries(GROUP_KINDS.map((k) => [k, reports.reduce((sum, r) => sum + r.commBytesByKind[k], 0)])) as Record<GroupKind, number>,
+    ...(first.valLoss !== undefined ? { valLoss: first.valLoss, valPerplexity: Math.exp(first.valLoss) } : {}),
   };
 }

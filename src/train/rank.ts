@@ -16,10 +16,12 @@ import { ParallelDims } from '../parallel/dims.js';
 import type { SequenceLayout } from '../parallel/sequence-layout.js';
 import { buildRankGroups, type ZeroShardGroup } from '../parallel/rank-groups.js';
 import { loadCheckpoint, readTrainerState, saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { shardingOptions, type Config } from './config.js';
+import { evalOptions, shardingOptions, type Config } from './config.js';
 import { TrainingDivergedError } from '../errors.js';
 import type { RankStepReport } from './metrics.js';
 import { scheduleOf } from './resume-schedule.js';
+import { scoringSequences, type HeldOutRecord } from '../data/heldout.js';
+import { evaluateSequences } from './evaluate.js';
 
 /** What the launcher hands every rank (structured-cloneable; `stream` and `docStarts` live in SharedArrayBuffers). */
 export interface RankTrainArgs {
@@ -31,8 +33,15 @@ export interface RankTrainArgs {
   docStarts: Int32Array;
   /** Checkpoint folder to resume from, if any. */
   resumeFrom?: string;
+  /** A fresh run's initial parameters (flat, the model's layout) from model.init (src/hf/init.ts); ignored with resumeFrom. */
+  initParams?: Float32Array;
   /** Last step to run (≤ config.train.steps); a checkpoint is written there. */
   stopAt: number;
+  /** The held-out split's validation stream and document starts (data/heldout.ts), when the run has one. */
+  valStream?: Int32Array;
+  valDocStarts?: Int32Array;
+  /** The split as the checkpoints record it (TrainerState.heldOut). */
+  heldOut?: HeldOutRecord;
 }
 
 export interface RankTrainResult {
@@ -193,12 +202,21 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
   const sampler = new SequenceSampler(args.stream, cfg.train.seqLen, cfg.train.seed, { ...packingOptions(cfg.data), docStarts: args.docStarts });
   const { batchSize } = cfg.train;
   const maxNorm = cfg.optim.gradClip > 0 ? cfg.optim.gradClip : Infinity;
+  // Validation (train.evalEvery): the first evalSequences sequences of the held-out stream, the same every time.
+  const { evalEvery, evalSequences } = evalOptions(cfg);
+  const validation = evalEvery > 0 && args.valStream !== undefined && args.valStream.length > 0
+    ? scoringSequences(args.valStream, args.valDocStarts ?? new Int32Array(0), cfg.train.seqLen, packingOptions(cfg.data), evalSequences)
+    : [];
 
   let startStep = 0;
   if (args.resumeFrom !== undefined) {
     const state = readTrainerState(args.resumeFrom);
     zero.loadFullState(loadCheckpoint(args.resumeFrom, model.params.layout, state.optimizerStep));
     startStep = state.step;
+  }
+  if (args.resumeFrom === undefined && args.initParams !== undefined) {
+    const zeros = new Float32Array(args.initParams.length);
+    zero.loadFullState({ params: args.initParams, m: zeros, v: zeros, step: 0 });
   }
 
   const losses: number[] = [];
@@ -231,6 +249,10 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       attentionPairs,
       ...stepTraffic(before, ctx.counters()),
     };
+    // After the step's update and its timing: the model a checkpoint of this step holds.
+    if (validation.length > 0 && (step % evalEvery === 0 || step === args.stopAt)) {
+      report.valLoss = evaluateSequences(setup, ctx.rank, validation).loss;
+    }
     ctx.report(report);
     // Loss and norm are global, so every rank stops at the same step, before any save.
     if (nonFinite > cfg.train.maxNonFiniteSteps) throw divergence(step, loss, gradNorm, nonFinite, cfg.train.maxNonFiniteSteps);
@@ -258,6 +280,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
           rngState: cfg.train.seed,
           schedule: scheduleOf(cfg),
           packing: packingOptions(cfg.data),
+          ...(args.heldOut !== undefined ? { heldOut: args.heldOut } : {}),
         };
         checkpoint = saveCheckpoint(cfg.save.dir, state, model.params.layout, full, cfg.save.keep);
         ctx.report({ kind: 'checkpoint', step, path: checkpoint } satisfies CheckpointReport);

@@ -7,8 +7,24 @@ import { writeFileAtomic } from './atomic-write.js';
  * Header: { "<name>": { "dtype": "F32", "shape": [...], "data_offsets": [begin, end] }, …,
  * "__metadata__": { "<key>": "<string>" } }, offsets relative to the start of the byte buffer,
  * tensors row-major little-endian, the buffer fully covered by the tensors without overlap.
- * Only F32 is written and read here (DESIGN decision 4: fp32 everywhere).
+ * Checkpoints are F32 only (DESIGN decision 4: fp32 everywhere). For exchanging weights with
+ * other tools (src/hf/), {@link encodeSafetensors} can also write BF16 (rounded to nearest even)
+ * and {@link decodeSafetensors} with `{ convert: true }` reads F16, BF16 and F32, converting to f32.
  */
+
+/** The dtypes this module reads with `convert` (and, F32 and BF16, writes). */
+export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
+const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = { F32: 4, F16: 2, BF16: 2 };
+
+export interface DecodeOptions {
+  /** Also read F16 and BF16 tensors, converted to f32 (exactly: every F16 and BF16 value is an f32). Default false: F32 only. */
+  convert?: boolean;
+}
+
+export interface EncodeOptions {
+  /** Dtype of every tensor in the file (default F32). BF16 rounds each f32 to nearest, ties to even. */
+  dtype?: 'F32' | 'BF16';
+}
 
 /** One f32 tensor: `data.length` = product of `shape` (1 for shape []). */
 export interface NamedTensor {
@@ -43,7 +59,10 @@ export class SafetensorsError extends Error {
 export function encodeSafetensors(
   tensors: ReadonlyMap<string, NamedTensor> | Readonly<Record<string, NamedTensor>>,
   metadata: Readonly<Record<string, string>> = {},
+  options: EncodeOptions = {},
 ): Uint8Array {
+  const dtype = options.dtype ?? 'F32';
+  const width = DTYPE_BYTES[dtype];
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) {
@@ -58,8 +77,8 @@ export function encodeSafetensors(
     const count = shapeProduct(t.shape);
     if (count === undefined) throw new SafetensorsError(`tensor "${name}": shape ${JSON.stringify(t.shape)} must be a list of non-negative integers`);
     if (count !== t.data.length) throw new SafetensorsError(`tensor "${name}": shape ${JSON.stringify(t.shape)} holds ${count} values but data has ${t.data.length}`);
-    header[name] = { dtype: 'F32', shape: [...t.shape], data_offsets: [offset, offset + 4 * count] };
-    offset += 4 * count;
+    header[name] = { dtype, shape: [...t.shape], data_offsets: [offset, offset + width * count] };
+    offset += width * count;
   }
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const headerLen = Math.ceil((8 + json.length) / 8) * 8 - 8;
@@ -70,8 +89,9 @@ export function encodeSafetensors(
   out.fill(0x20, 8 + json.length, 8 + headerLen);
   let at = 8 + headerLen;
   for (const [, t] of entries) {
-    writeF32(out, at, t.data);
-    at += 4 * t.data.length;
+    if (dtype === 'BF16') writeBf16(out, at, t.data);
+    else writeF32(out, at, t.data);
+    at += width * t.data.length;
   }
   return out;
 }
@@ -81,10 +101,11 @@ export function writeSafetensors(
   path: string,
   tensors: ReadonlyMap<string, NamedTensor> | Readonly<Record<string, NamedTensor>>,
   metadata: Readonly<Record<string, string>> = {},
+  options: EncodeOptions = {},
 ): void {
   let bytes: Uint8Array;
   try {
-    bytes = encodeSafetensors(tensors, metadata);
+    bytes = encodeSafetensors(tensors, metadata, options);
   } catch (e) {
     if (e instanceof SafetensorsError) throw new SafetensorsError(`cannot write ${path}: ${e.message}`);
     throw e;
@@ -100,7 +121,7 @@ export function writeSafetensors(
  * leaving holes in the byte buffer, a byte length that is not 4 × the shape's product, or
  * __metadata__ that is not a string → string map.
  */
-export function readSafetensors(path: string): SafetensorsContent {
+export function readSafetensors(path: string, options: DecodeOptions = {}): SafetensorsContent {
   let bytes: Uint8Array;
   try {
     bytes = readFileSync(path);
@@ -108,7 +129,7 @@ export function readSafetensors(path: string): SafetensorsContent {
     throw new SafetensorsError(`cannot read safetensors file ${path}: ${(e as Error).message}`);
   }
   try {
-    return decodeSafetensors(bytes);
+    return decodeSafetensors(bytes, options);
   } catch (e) {
     if (e instanceof SafetensorsError) throw new SafetensorsError(`safetensors file ${path}: ${e.message}`);
     throw e;
@@ -116,7 +137,7 @@ export function readSafetensors(path: string): SafetensorsContent {
 }
 
 /** Decode the bytes of a safetensors file (see readSafetensors for the checks). */
-export function decodeSafetensors(bytes: Uint8Array): SafetensorsContent {
+export function decodeSafetensors(bytes: Uint8Array, options: DecodeOptions = {}): SafetensorsContent {
   if (bytes.length < 8) throw new SafetensorsError(`truncated: ${bytes.length} bytes, shorter than the 8-byte header size`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n = view.getBigUint64(0, true);
@@ -134,10 +155,10 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsContent {
   const dataStart = 8 + headerLen;
   const bufferLen = bytes.length - dataStart;
   const metadata = parseMetadata((header as Record<string, unknown>)[METADATA_KEY]);
-  const spans: { name: string; shape: number[]; begin: number; end: number }[] = [];
+  const spans: { name: string; shape: number[]; begin: number; end: number; dtype: SafetensorsDtype }[] = [];
   for (const [name, entry] of Object.entries(header)) {
     if (name === METADATA_KEY) continue;
-    spans.push({ name, ...parseEntry(name, entry, bufferLen) });
+    spans.push({ name, ...parseEntry(name, entry, bufferLen, options.convert === true) });
   }
   const sorted = [...spans].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let covered = 0;
@@ -148,7 +169,11 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsContent {
   }
   if (covered !== bufferLen) throw new SafetensorsError(`tensors cover ${covered} bytes but the byte buffer holds ${bufferLen}; the file is truncated or has trailing data`);
   const tensors = new Map<string, NamedTensor>();
-  for (const s of spans) tensors.set(s.name, { shape: s.shape, data: readF32(bytes, dataStart + s.begin, (s.end - s.begin) / 4) });
+  for (const s of spans) {
+    const count = (s.end - s.begin) / DTYPE_BYTES[s.dtype];
+    const at = dataStart + s.begin;
+    tensors.set(s.name, { shape: s.shape, data: s.dtype === 'F32' ? readF32(bytes, at, count) : readHalf(bytes, at, count, s.dtype) });
+  }
   return { tensors, metadata };
 }
 
@@ -163,13 +188,18 @@ function parseMetadata(value: unknown): Record<string, string> {
   return out;
 }
 
-function parseEntry(name: string, entry: unknown, bufferLen: number): { shape: number[]; begin: number; end: number } {
+function parseEntry(name: string, entry: unknown, bufferLen: number, convert: boolean): { shape: number[]; begin: number; end: number; dtype: SafetensorsDtype } {
   const where = `tensor "${name}"`;
   if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new SafetensorsError(`${where}: entry must be an object with dtype, shape and data_offsets`);
   const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
-  if (dtype !== 'F32') {
-    throw new SafetensorsError(`${where}: dtype ${JSON.stringify(dtype)} is not supported; only "F32" is (convert the file to float32 first)`);
+  if (dtype !== 'F32' && !(convert && (dtype === 'F16' || dtype === 'BF16'))) {
+    throw new SafetensorsError(
+      convert
+        ? `${where}: dtype ${JSON.stringify(dtype)} is not supported; "F32", "F16" and "BF16" are (convert the file to one of them first)`
+        : `${where}: dtype ${JSON.stringify(dtype)} is not supported; only "F32" is (convert the file to float32 first)`,
+    );
   }
+  const width = DTYPE_BYTES[dtype as SafetensorsDtype];
   const count = Array.isArray(shape) ? shapeProduct(shape) : undefined;
   if (count === undefined) throw new SafetensorsError(`${where}: shape ${JSON.stringify(shape)} must be a list of non-negative integers`);
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
@@ -177,10 +207,10 @@ function parseEntry(name: string, entry: unknown, bufferLen: number): { shape: n
   }
   const [begin, end] = offsets as [number, number];
   if (begin > end || end > bufferLen) throw new SafetensorsError(`${where}: data_offsets [${begin}, ${end}] lie outside the ${bufferLen}-byte buffer or are reversed`);
-  if (end - begin !== 4 * count) {
-    throw new SafetensorsError(`${where}: shape ${JSON.stringify(shape)} needs ${4 * count} bytes of F32 but data_offsets span ${end - begin}`);
+  if (end - begin !== width * count) {
+    throw new SafetensorsError(`${where}: shape ${JSON.stringify(shape)} needs ${width * count} bytes of ${String(dtype)} but data_offsets span ${end - begin}`);
   }
-  return { shape: shape as number[], begin, end };
+  return { shape: shape as number[], begin, end, dtype: dtype as SafetensorsDtype };
 }
 
 /** Product of a shape's dimensions, or undefined if the shape is not a list of non-negative safe integers. */
@@ -210,5 +240,49 @@ function readF32(bytes: Uint8Array, at: number, count: number): Float32Array {
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset);
   for (let i = 0; i < count; i++) out[i] = view.getFloat32(at + 4 * i, true);
+  return out;
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** The bf16 bits of `x`: the top 16 bits of its f32 after rounding to nearest, ties to even; NaN stays a (quiet) NaN. */
+export function f32ToBf16Bits(x: number): number {
+  f32Scratch[0] = x;
+  const bits = u32Scratch[0]!;
+  if ((bits & 0x7f800000) === 0x7f800000 && (bits & 0x007fffff) !== 0) return ((bits >>> 16) | 0x0040) & 0xffff;
+  return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** `x` rounded to the nearest bf16 value (ties to even), as a number. */
+export function roundToBf16(x: number): number {
+  u32Scratch[0] = f32ToBf16Bits(x) << 16;
+  return f32Scratch[0]!;
+}
+
+/** The f32 value of IEEE half-precision bits `h` (exact). */
+export function f16BitsToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac === 0 ? sign * Infinity : NaN;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+function writeBf16(out: Uint8Array, at: number, data: Float32Array): void {
+  const view = new DataView(out.buffer, out.byteOffset);
+  for (let i = 0; i < data.length; i++) view.setUint16(at + 2 * i, f32ToBf16Bits(data[i]!), true);
+}
+
+function readHalf(bytes: Uint8Array, at: number, count: number, dtype: 'F16' | 'BF16'): Float32Array {
+  const out = new Float32Array(count);
+  const view = new DataView(bytes.buffer, bytes.byteOffset);
+  if (dtype === 'BF16') {
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < count; i++) bits[i] = view.getUint16(at + 2 * i, true) << 16;
+  } else {
+    for (let i = 0; i < count; i++) out[i] = f16BitsToF32(view.getUint16(at + 2 * i, true));
+  }
   return out;
 }

@@ -3,7 +3,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { createLauncher } from '../comm/backends.js';
 import type { Launcher } from '../comm/launcher.js';
 import type { TraceEvent } from '../comm/trace.js';
-import { buildTokenStream, packingOptions, SequenceSampler } from '../data/packing.js';
+import { packingOptions, SequenceSampler } from '../data/packing.js';
 import { loadDocuments } from '../data/sources.js';
 import { createTokenizer } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
@@ -15,7 +15,8 @@ import { largestShardSize, modelStateBytes, zeroShardCount, type ZeroStage } fro
 import type { ZeroShardGroup } from '../parallel/rank-groups.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import { checkCheckpointFiles, checkResumable, listCheckpoints, moveAside, newerCheckpoints, prepareFreshCheckpointDir, readTrainerState, removeStaleTempDirs, resolveCheckpoint } from './checkpoint.js';
-import { checkConfigObject, configToToml, type Config } from './config.js';
+import { checkConfigObject, configToToml, evalOptions, type Config } from './config.js';
+import { splitStreams, streamChecksum, type HeldOutRecord, type SplitStreams } from '../data/heldout.js';
 import { TrainLogger } from './logger.js';
 import { checkMetricsFile } from './metrics-file.js';
 import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
@@ -23,6 +24,7 @@ import type { CheckpointReport, RankTrainArgs, RankTrainResult } from './rank.js
 import { resumeSchedule } from './resume-schedule.js';
 import { checkFreshLogDir, checkWritableDir, holdsMetrics } from './run-dirs.js';
 import { writeTraceFile } from './trace-file.js';
+import { hfInitParams } from '../hf/init.js';
 
 export interface TrainOptions {
   /** Resume from this checkpoint folder, or the newest checkpoint inside it. */
@@ -105,6 +107,15 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   } else if (coordinator) {
     checkFreshLogDir(cfg.log.dir, opts.overwrite ?? false);
   }
+  // model.init = "hf:DIR": a fresh run starts from imported weights (src/hf/init.ts), read once here and shared with the ranks.
+  let initParams: Float32Array | undefined;
+  if (cfg.model.init !== undefined && resumeFrom !== undefined) notes.push(`model.init = ${JSON.stringify(cfg.model.init)} is ignored: the run resumes from ${resumeFrom}`);
+  if (cfg.model.init !== undefined && resumeFrom === undefined) {
+    const init = hfInitParams(cfg.model, cfg.model.init, tokenizer.name);
+    initParams = new Float32Array(new SharedArrayBuffer(init.params.byteLength));
+    initParams.set(init.params);
+    notes.push(...init.notes);
+  }
   const stopAt = opts.stopAt ?? cfg.train.steps;
   if (!Number.isInteger(stopAt) || stopAt < 1 || stopAt > cfg.train.steps) {
     throw new ConfigError(`--stop-at ${stopAt} is invalid: it must be an integer in [1, train.steps = ${cfg.train.steps}]`);
@@ -128,11 +139,16 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
 
   const rankCfg: Config = { ...cfg, train: { ...cfg.train, kernels: backend.name } };
   const { documents: docs, notes: dataNotes } = loadDocuments(cfg.data);
-  const built = buildTokenStream(docs, tokenizer);
+  // The held-out split (data.valFraction, data/heldout.ts): training sees only the other documents.
+  const evalOpts = evalOptions(cfg);
+  const split = splitStreams(docs, tokenizer, evalOpts.valFraction);
+  if (resumeFrom !== undefined) checkResumeSplit(readTrainerState(resumeFrom).heldOut?.validation ?? [], split.validation, resumeFrom);
+  const built = split.train;
   // Shared, not copied, with every rank of this process (the launcher hands them over).
   const stream = sharedCopy(built.stream);
   const docStarts = sharedCopy(built.docStarts);
-  const sampler = new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed, { ...packingOptions(cfg.data), docStarts });
+  const sampler = withSplitHint(split.validation.length, () => new SequenceSampler(stream, cfg.train.seqLen, cfg.train.seed, { ...packingOptions(cfg.data), docStarts }));
+  const heldOut = heldOutRecordOf(cfg, split, docs.length, evalOpts.evalSequences);
 
   const metricsPath = join(cfg.log.dir, 'metrics.jsonl');
   const newer = resumeFrom !== undefined && coordinator ? checkResumeTarget(resumeFrom, cfg, firstStep, opts.rollback ?? false) : [];
@@ -156,13 +172,14 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   const tokensPerStep = sequencesPerStep * cfg.train.seqLen;
   const flopsPerStep = 3 * sequencesPerStep * modelFlops(cfg.model, cfg.train.seqLen, cfg.train.causal);
   logger?.info(
-    `loongtrain: ${plural(dims.world, 'rank')} (${dims}; ${launcher.describe(dims.world)}), ${describeZero(cfg, dims)}, kernels ${backend.name} (${backend.detail}${cfg.train.kernels === 'auto' ? ', chosen by auto' : ''}), ${plural(docs.length, 'document')}, ` +
+    `loongtrain: ${plural(dims.world, 'rank')} (${dims}; ${launcher.describe(dims.world)}), ${describeZero(cfg, dims)}, kernels ${backend.name} (${backend.detail}${cfg.train.kernels === 'auto' ? ', chosen by auto' : ''}), ${plural(docs.length, 'document')}${describeSplit(split, docs.length, evalOpts)}, ` +
       `${stream.length} ${tokenizer.name} tokens (${sampler.count} sequences of ${cfg.train.seqLen}), ${firstStep + 1 === stopAt ? `step ${stopAt}` : `steps ${firstStep + 1}–${stopAt}`}` +
       (resumeFrom !== undefined ? `, resuming from ${resumeFrom}` : '') +
       `; peak ${(peak.flops / 1e9).toFixed(1)} GFLOP/s per rank (${peak.source})`,
   );
   if (deleted.length > 0) logger?.info(`--overwrite: deleted ${deleted.length} earlier checkpoint${deleted.length === 1 ? '' : 's'} in ${cfg.save.dir} (${deleted.join(', ')})`);
   for (const note of [...notes, ...dataNotes]) logger?.info(note);
+  if (cfg.log.tensorboard) logger?.enableTensorBoard(cfg.log.dir, resumeFrom !== undefined ? firstStep : undefined);
 
   const pending = new Map<number, RankStepReport[]>();
   const steps: StepMetrics[] = [];
@@ -183,7 +200,10 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     }
   };
   let stopSignal: NodeJS.Signals | undefined;
-  const args: RankTrainArgs = { config: rankCfg, tokenizer: tokenizer.name, stream, docStarts, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}) };
+  const args: RankTrainArgs = {
+    config: rankCfg, tokenizer: tokenizer.name, stream, docStarts, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}), ...(initParams !== undefined ? { initParams } : {}),
+    ...(heldOut !== undefined ? { heldOut, valStream: sharedCopy(split.val.stream), valDocStarts: sharedCopy(split.val.docStarts) } : {}),
+  };
   let results: RankTrainResult[];
   const traces: TraceEvent[][] = [];
   try {
@@ -302,6 +322,54 @@ function checkArenaFitsModelStates(cfg: Config, dims: ParallelDims): void {
       `train.arenaMiB = ${cfg.train.arenaMiB} is too small: the model states alone (parameters, gradients, AdamW m and v) need ${(bytes / 2 ** 20).toFixed(1)} MiB per rank; ` +
         `use at least ${Math.ceil((2 * bytes) / 2 ** 20)} (leaving room for activations) or a smaller model`,
     );
+  }
+}
+
+/** ", 5 of 500 held out for validation (…)" for the first log line: the split, how it was chosen, and when it is scored. */
+function describeSplit(split: SplitStreams, documents: number, opts: ReturnType<typeof evalOptions>): string {
+  if (split.validation.length === 0) {
+    const why = opts.valFraction === 0 ? 'data.valFraction = 0' : `${plural(documents, 'document')}: data.valFraction needs at least 2`;
+    return `, no held-out split (${why}${opts.evalEvery > 0 ? `, so train.evalEvery = ${opts.evalEvery} has nothing to score` : ''})`;
+  }
+  const when = opts.evalEvery > 0 ? `validation loss every ${plural(opts.evalEvery, 'step')} on ${plural(opts.evalSequences, 'sequence')}` : 'no validation during training (train.evalEvery = 0)';
+  return `, ${split.validation.length} held out for validation (data.valFraction = ${opts.valFraction}, the lowest text hashes; ${split.val.stream.length} tokens training never sees; ${when})`;
+}
+
+/** The split as checkpoints record it (TrainerState.heldOut), or undefined when nothing is held out. */
+function heldOutRecordOf(cfg: Config, split: SplitStreams, documents: number, sequences: number): HeldOutRecord | undefined {
+  if (split.validation.length === 0) return undefined;
+  const { source, path, maxFileMiB, invalidText } = cfg.data;
+  return {
+    valFraction: evalOptions(cfg).valFraction,
+    source: { source, ...(path !== undefined ? { path: resolve(path) } : {}), ...(maxFileMiB !== undefined ? { maxFileMiB } : {}), ...(invalidText !== undefined ? { invalidText } : {}) },
+    documents,
+    validation: split.validation,
+    tokens: split.val.stream.length,
+    checksum: streamChecksum(split.val.stream),
+    sequences,
+  };
+}
+
+/**
+ * A resumed run must train on the documents the checkpoint's run trained on: the same held-out split.
+ * @throws ConfigError naming data.valFraction and both splits when they differ.
+ */
+function checkResumeSplit(recorded: readonly number[], now: readonly number[], path: string): void {
+  if (recorded.length === now.length && recorded.every((d, i) => d === now[i])) return;
+  const show = (v: readonly number[]): string => (v.length === 0 ? 'none' : `${plural(v.length, 'document')} [${v.slice(0, 8).join(', ')}${v.length > 8 ? ', …' : ''}]`);
+  throw new ConfigError(
+    `cannot resume from ${path}: the held-out split differs (checkpoint: ${show(recorded)}, this run: ${show(now)}), so training would see other documents; ` +
+      'set data.valFraction to the checkpoint run\'s value (0 for a checkpoint written before held-out splits) and keep data.* unchanged',
+  );
+}
+
+/** Run `make`; a ConfigError it throws (too few tokens for one sequence) says how much the split held out. */
+function withSplitHint<T>(heldOut: number, make: () => T): T {
+  try {
+    return make();
+  } catch (e) {
+    if (!(e instanceof ConfigError) || heldOut === 0) throw e;
+    throw new ConfigError(`${e.message} (after holding out ${plural(heldOut, 'document')} for validation: lower data.valFraction, or set it to 0)`);
   }
 }
 
