@@ -122,6 +122,9 @@ describe('document masks on every sp ≤ 8 layout against float64 single-device 
       }
     });
     assert.ok(skipped > 0, 'the short documents leave some hops with nothing to compute');
+    // The exactness test above covers hops split into one kernel call per chunk of query rows.
+    const split = CASES.filter((c) => { const l = caseLayout(c); return Array.from({ length: c.cp }, (_, r) => Array.from({ length: c.cp }, (_, s) => l.hop(r, s).blocks.length)).flat().some((n) => n > 1); });
+    assert.ok(split.some((c) => c.sharding === 'balanced') && split.some((c) => c.sharding !== 'balanced'), `hops split into chunk blocks in ${split.length} cases, under both shardings`);
   });
 });
 

@@ -111,9 +111,9 @@ export class LocalAttention implements AttentionCore {
     };
     const out = Tensor.zeros(q.arena, [t, heads, headDim], 'saved');
     state.lse.data.fill(-Infinity);
-    if (plan.pairs > 0) {
-      const { queryStart: qs, queryEnd: qe, keyStart: ks, keyEnd: ke } = plan;
-      this.kernels.attentionForward(state.q.rows(qs, qe), state.k.rows(ks, ke), state.v.rows(ks, ke), out.rows(qs, qe), state.lse.rows(qs, qe), { mask: plan.mask, scale: this.scale });
+    // A single-rank layout holds the sequence in order: its plan is at most one block.
+    for (const { queryStart: qs, queryEnd: qe, keyStart: ks, keyEnd: ke, mask } of plan.blocks) {
+      this.kernels.attentionForward(state.q.rows(qs, qe), state.k.rows(ks, ke), state.v.rows(ks, ke), out.rows(qs, qe), state.lse.rows(qs, qe), { mask, scale: this.scale });
     }
     return { out, state };
   }
@@ -132,11 +132,10 @@ export class LocalAttention implements AttentionCore {
     expectShape('dk', dk, t, kvHeads, headDim);
     expectShape('dv', dv, t, kvHeads, headDim);
     const plan = localPlan(layout, t);
-    if (plan.pairs > 0) {
-      const { queryStart: qs, queryEnd: qe, keyStart: ks, keyEnd: ke } = plan;
+    for (const { queryStart: qs, queryEnd: qe, keyStart: ks, keyEnd: ke, mask } of plan.blocks) {
       this.kernels.attentionBackward(
         st.q.rows(qs, qe), st.k.rows(ks, ke), st.v.rows(ks, ke), saved.out.rows(qs, qe), st.lse.rows(qs, qe), dOut.rows(qs, qe),
-        dq.rows(qs, qe), dk.rows(ks, ke), dv.rows(ks, ke), { mask: plan.mask, scale: this.scale },
+        dq.rows(qs, qe), dk.rows(ks, ke), dv.rows(ks, ke), { mask, scale: this.scale },
       );
     }
     this.release(saved);

@@ -7,7 +7,7 @@
  */
 
 import { divisors } from '../parallel/dims.js';
-import type { HopPlan, SequenceLayout } from '../parallel/sequence-layout.js';
+import type { BlockPlan, HopPlan, SequenceLayout } from '../parallel/sequence-layout.js';
 
 export type { HopPlan } from '../parallel/sequence-layout.js';
 
@@ -62,7 +62,12 @@ function sameInts(a: Int32Array, b: Int32Array): boolean {
 
 function samePlan(a: HopPlan, b: HopPlan): boolean {
   if (a === b) return true;
-  if (a.source !== b.source || a.queryStart !== b.queryStart || a.queryEnd !== b.queryEnd || a.keyStart !== b.keyStart || a.keyEnd !== b.keyEnd || a.pairs !== b.pairs) return false;
+  if (a.source !== b.source || a.blocks.length !== b.blocks.length || !a.blocks.every((x, i) => sameBlock(x, b.blocks[i]!))) return false;
+  return sameBlock(a, b);
+}
+
+function sameBlock(a: BlockPlan, b: BlockPlan): boolean {
+  if (a.queryStart !== b.queryStart || a.queryEnd !== b.queryEnd || a.keyStart !== b.keyStart || a.keyEnd !== b.keyEnd || a.pairs !== b.pairs) return false;
   const [m, n] = [a.mask, b.mask];
   if (m.kind === 'none') return n.kind === 'none';
   if (m.kind === 'causal') return n.kind === 'causal' && m.offset === n.offset;

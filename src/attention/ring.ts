@@ -123,14 +123,16 @@ export class RingAttention {
       this.traverse(plans, k, v, {
         block: (plan, kBlock, vBlock) =>
           this.compute('attention block forward', plan, () => {
-            const rows = plan.queryEnd - plan.queryStart;
-            const bo = blockOut.rows(0, rows);
-            const bl = blockLse.rows(0, rows);
-            this.kernels.attentionForward(
-              q.rows(plan.queryStart, plan.queryEnd), kBlock.rows(plan.keyStart, plan.keyEnd), vBlock.rows(plan.keyStart, plan.keyEnd),
-              bo, bl, { mask: plan.mask, scale: this.scale },
-            );
-            this.kernels.mergeAttention(out.rows(plan.queryStart, plan.queryEnd), lse.rows(plan.queryStart, plan.queryEnd), bo, bl);
+            for (const b of plan.blocks) {
+              const rows = b.queryEnd - b.queryStart;
+              const bo = blockOut.rows(0, rows);
+              const bl = blockLse.rows(0, rows);
+              this.kernels.attentionForward(
+                q.rows(b.queryStart, b.queryEnd), kBlock.rows(b.keyStart, b.keyEnd), vBlock.rows(b.keyStart, b.keyEnd),
+                bo, bl, { mask: b.mask, scale: this.scale },
+              );
+              this.kernels.mergeAttention(out.rows(b.queryStart, b.queryEnd), lse.rows(b.queryStart, b.queryEnd), bo, bl);
+            }
           }),
       }),
     );
@@ -193,17 +195,16 @@ export class RingAttention {
           if (outer && j > 0) totalRecv = outer.recv(totalIn!.data, 'dKV');
         },
         block: (plan, kBlock, vBlock) => {
-          const qs = plan.queryStart;
-          const qe = plan.queryEnd;
           const [dkBlock, dvBlock] = splitKv(acc, tokens, kvHeads, headDim);
-          this.compute('attention block backward', plan, () =>
-            this.kernels.attentionBackward(
-              q.rows(qs, qe), kBlock.rows(plan.keyStart, plan.keyEnd), vBlock.rows(plan.keyStart, plan.keyEnd),
-              out.rows(qs, qe), lse.rows(qs, qe), dOut.rows(qs, qe),
-              dq.rows(qs, qe), dkBlock.rows(plan.keyStart, plan.keyEnd), dvBlock.rows(plan.keyStart, plan.keyEnd),
-              { mask: plan.mask, scale: this.scale },
-            ),
-          );
+          this.compute('attention block backward', plan, () => {
+            for (const b of plan.blocks) {
+              const [qs, qe, ks, ke] = [b.queryStart, b.queryEnd, b.keyStart, b.keyEnd];
+              this.kernels.attentionBackward(
+                q.rows(qs, qe), kBlock.rows(ks, ke), vBlock.rows(ks, ke), out.rows(qs, qe), lse.rows(qs, qe), dOut.rows(qs, qe),
+                dq.rows(qs, qe), dkBlock.rows(ks, ke), dvBlock.rows(ks, ke), { mask: b.mask, scale: this.scale },
+              );
+            }
+          });
           if (accIn === undefined) return;
           // The accumulator moves on with its block; after the pass's last block it moves home.
           const reqs = [inner.send(acc.data, 'dKV'), inner.recv(accIn.data, 'dKV')];
@@ -285,6 +286,7 @@ export class RingAttention {
       keyEnd: plan.keyEnd,
       mask: plan.mask.kind,
       pairs: plan.pairs,
+      blocks: plan.blocks.length,
     };
     this.tracer.span(name, 'compute', args, fn);
   }

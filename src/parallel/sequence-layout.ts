@@ -47,10 +47,8 @@ export interface SequenceLayoutOptions {
   balanceChunks?: number;
 }
 
-/** What one ring hop computes: a rectangle of the position's queries against the held KV block, and its mask. */
-export interface HopPlan {
-  /** Ring position the held KV block started at. */
-  source: number;
+/** One kernel call of a hop: a rectangle of query rows against key rows of the held block, and its mask. */
+export interface BlockPlan {
   /** Query rows [start, end) of the position's S/cp tokens. */
   queryStart: number;
   queryEnd: number;
@@ -59,8 +57,23 @@ export interface HopPlan {
   keyEnd: number;
   /** Visible keys of each query row, in the rectangle's own coordinates. */
   mask: AttentionMask;
+  /** Visible (query, key) pairs per head in the rectangle. */
+  pairs: number;
+}
+
+/**
+ * What one ring hop computes: the bounding rectangle of all its visible pairs (with its mask),
+ * and the kernel calls that cover them. One call over the rectangle, unless the position's
+ * chunks are scattered (balanced sharding) so that the visible pairs sit in separate chunk
+ * rectangles covering at most half of the bounding one: then one call per chunk of query rows.
+ */
+export interface HopPlan extends BlockPlan {
+  /** Ring position the held KV block started at. */
+  source: number;
   /** Visible (query, key) pairs per head; 0: the hop computes nothing (skipped). */
   pairs: number;
+  /** The kernel calls, in query-row order (the rectangle itself when it is not split); none when skipped. */
+  blocks: readonly BlockPlan[];
 }
 
 /** Number of `values` (ascending) that are < x. */
@@ -250,9 +263,42 @@ export class SequenceLayout {
       ks = Math.min(ks, start[r]!);
       ke = Math.max(ke, end[r]!);
     }
-    if (pairs === 0) return { source, queryStart: 0, queryEnd: 0, keyStart: 0, keyEnd: 0, mask: { kind: 'none' }, pairs: 0 };
-    return { source, queryStart: qs, queryEnd: qe, keyStart: ks, keyEnd: ke, mask: classify(start, end, qs, qe, ks, ke), pairs };
+    if (pairs === 0) return { source, queryStart: 0, queryEnd: 0, keyStart: 0, keyEnd: 0, mask: { kind: 'none' }, pairs: 0, blocks: [] };
+    const whole: BlockPlan = { queryStart: qs, queryEnd: qe, keyStart: ks, keyEnd: ke, mask: classify(start, end, qs, qe, ks, ke), pairs };
+    const runs = chunkBlocks(queries, start, end, qs, qe);
+    const area = (b: { queryStart: number; queryEnd: number; keyStart: number; keyEnd: number }): number => (b.queryEnd - b.queryStart) * (b.keyEnd - b.keyStart);
+    const split = runs.length > 1 && 2 * runs.reduce((n, b) => n + area(b), 0) <= area(whole);
+    return { source, ...whole, blocks: split ? runs : [whole] };
   }
+}
+
+/**
+ * One block per run of query rows [qs, qe) holding consecutive sequence indices (a chunk, or
+ * chunks that follow each other), each the bounding rectangle of that run's visible pairs;
+ * runs with nothing visible are left out.
+ */
+function chunkBlocks(queries: Int32Array, start: Int32Array, end: Int32Array, qs: number, qe: number): BlockPlan[] {
+  const blocks: BlockPlan[] = [];
+  let r0 = qs;
+  for (let r = qs + 1; r <= qe; r++) {
+    if (r < qe && queries[r] === queries[r - 1]! + 1) continue;
+    let bs = -1;
+    let be = 0;
+    let ks = Number.MAX_SAFE_INTEGER;
+    let ke = 0;
+    let pairs = 0;
+    for (let i = r0; i < r; i++) {
+      if (end[i]! <= start[i]!) continue;
+      if (bs < 0) bs = i;
+      be = i + 1;
+      ks = Math.min(ks, start[i]!);
+      ke = Math.max(ke, end[i]!);
+      pairs += end[i]! - start[i]!;
+    }
+    if (pairs > 0) blocks.push({ queryStart: bs, queryEnd: be, keyStart: ks, keyEnd: ke, mask: classify(start, end, bs, be, ks, ke), pairs });
+    r0 = r;
+  }
+  return blocks;
 }
 
 /**
