@@ -19,6 +19,7 @@ import { DEFAULT_MAX_NEW_TOKENS, numberFlag, runGenerate, type GenerateFlags } f
 import { benchGenerate, DEFAULT_GENERATE_BENCH, formatGenerateTable } from '../infer/bench-generate.js';
 import { DEFAULT_SAMPLING } from '../infer/sampling.js';
 import { KERNEL_NAMES } from '../kernels/registry.js';
+import { registerPlanCommand } from '../plan/cli.js';
 
 const program = new Command();
 program.name('loongtrain').description('Train LLaMA-style models on long sequences with 2D-Attention (LoongTrain, arXiv 2406.18485)').showHelpAfterError();
@@ -334,6 +335,9 @@ program
   .action((opts: GenerateFlags) => {
     runGenerate(opts, { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) });
   });
+
+// `loongtrain plan` (docs/plan.md): the layout for a GPU cluster from a calibrated cost model.
+registerPlanCommand(program);
 
 try {
   await program.parseAsync(process.argv);
