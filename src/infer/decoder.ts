@@ -151,8 +151,7 @@ export class Decoder {
     for (let l = 0; l < config.layers; l++) {
       const cache = new KVCacheAttention(kernels, arena, config, this.capacity);
       this.caches.push(cache);
-      // `full` keeps nothing from forward: the block frees its intermediates before it returns.
-      this.blocks.push(new TransformerBlock(kernels, params, l, cache, 'full'));
+      this.blocks.push(new TransformerBlock(kernels, params, l, cache));
     }
     this.norm = new RMSNorm(kernels, params, 'norm', config.normEps);
     this.head = config.tiedEmbeddings ? 'tok_embeddings' : 'output';
@@ -235,7 +234,8 @@ export class Decoder {
     let x = Tensor.zeros(arena, [t, config.dim], 'activations');
     this.embedding.forward(x, ids);
     for (const block of this.blocks) {
-      const { y } = block.forward(x, placement);
+      // Inference keeps nothing: every intermediate is freed before forwardOnly returns.
+      const y = block.forwardOnly(x, placement);
       x.free();
       x = y;
     }
