@@ -10,6 +10,7 @@ import { benchAttention, DEFAULT_ATTENTION_OPTIONS, formatAttentionTable } from 
 import { benchCluster, CLUSTER_BENCH_MODEL, DEFAULT_CLUSTER_BENCH, formatClusterTable } from '../train/bench-cluster.js';
 import { benchDocuments, DEFAULT_DOCUMENTS_BENCH, formatDocumentsTable } from '../train/bench-documents.js';
 import { benchKernels, DEFAULT_KERNEL_BENCH, formatKernelTable } from '../train/bench-kernels.js';
+import { benchPlan, cpuComparisonLayouts, DEFAULT_PLAN_BENCH, formatPlanBenchTable } from '../plan/cpu.js';
 import { benchMemory, DEFAULT_MEMORY_BENCH, formatMemoryTable } from '../train/bench-memory.js';
 import { train } from '../train/train.js';
 import { evaluateCheckpoint } from '../train/eval.js';
@@ -153,6 +154,7 @@ const SUITE_FLAGS = {
   memory: ['config', 'set', 'steps', 'warmup', 'seqLen'],
   cluster: ['config', 'set', 'steps', 'warmup', 'rates', 'ranksPerHost'],
   generate: ['warmup', 'reps'],
+  plan: ['config', 'set', 'steps', 'warmup'],
 } as const satisfies Record<string, ReadonlyArray<keyof BenchFlags>>;
 type Suite = keyof typeof SUITE_FLAGS;
 
@@ -198,7 +200,7 @@ function userFixable(e: unknown): Error | undefined {
 program
   .command('bench')
   .description('benchmark a suite (docs/bench.md); JSON on stdout, a table on stderr')
-  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "documents": one TwoDAttention layer on packed documents (many short, 2 long at the end), zigzag vs balanced sharding, ring (cp 4) and usp (hp 2 × cp 2), with one causal document as reference; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md); "generate": ms per new token generating 64, 128, 256 tokens with and without the KV cache on a small model', 'layouts')
+  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "documents": one TwoDAttention layer on packed documents (many short, 2 long at the end), zigzag vs balanced sharding, ring (cp 4) and usp (hp 2 × cp 2), with one causal document as reference; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md); "generate": ms per new token generating 64, 128, 256 tokens with and without the KV cache on a small model; "plan": the planner\'s predicted step time on a CPU profile measured here vs the measured step, ulysses/ring/usp/loongtrain at sp 2 and 4 (docs/plan.md)', 'layouts')
   .option('-c, --config <file>', 'layouts, kernels, memory: TOML config file (default: built-in defaults; kernels, memory: configs/demo.toml)')
   .option('-s, --set <key=value>', 'layouts, kernels, memory: override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--steps <n>', `layouts, kernels, memory: training steps per layout, backend or run (default 8; memory ${DEFAULT_MEMORY_BENCH.steps})`, num)
@@ -254,6 +256,17 @@ program
       const config = loadConfig(opts.config ?? fileURLToPath(new URL('../../../configs/demo.toml', import.meta.url)), opts.set);
       const report = await benchMemory({ config, seqLen, steps, warmup, verifyLimitMs: d.verifyLimitMs });
       process.stderr.write(formatMemoryTable(report) + '\n');
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return;
+    }
+    if (suite === 'plan') {
+      const d = DEFAULT_PLAN_BENCH;
+      const steps = opts.steps ?? d.steps;
+      const warmup = opts.warmup ?? d.warmup;
+      if (!Number.isInteger(steps) || !Number.isInteger(warmup) || warmup < 0 || steps <= warmup) throw new ConfigError(`--steps ${steps} and --warmup ${warmup} are invalid: use integers with 0 ≤ warmup < steps`);
+      const config = loadConfig(opts.config ?? fileURLToPath(new URL('../../../configs/demo.toml', import.meta.url)), opts.set);
+      const report = await benchPlan(config, cpuComparisonLayouts(), steps, warmup);
+      process.stderr.write(formatPlanBenchTable(report) + '\n');
       process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       return;
     }

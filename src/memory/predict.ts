@@ -51,6 +51,8 @@ export interface MemoryZero {
 export interface MemoryPrediction {
   /** Highest live arena bytes during the step. */
   peakBytes: number;
+  /** Bytes of all allocations of one step summed, model states (allocated once) left out (the arena zero-fills each; src/plan/cpu.ts times that). */
+  allocatedBytes: number;
   /** Live bytes per category at that moment (they sum to peakBytes). */
   atPeak: Record<MemoryCategory, number>;
   /** Each category's own highest live bytes (what Arena.stats().peakByCategory reports). */
@@ -81,6 +83,8 @@ type Alloc = MemoryHandle;
 class Ledger implements MemoryLedger {
   private readonly live = zeroByCategory();
   private total = 0;
+  /** Bytes of every allocation of the step, summed (the arena zero-fills each one). */
+  allocated = 0;
   peak = 0;
   atPeak = zeroByCategory();
   readonly peakByCategory = zeroByCategory();
@@ -91,6 +95,7 @@ class Ledger implements MemoryLedger {
     const a = { bytes: tensorBytes(elements), category };
     this.live[category] += a.bytes;
     this.total += a.bytes;
+    this.allocated += a.bytes;
     if (this.live[category] > this.peakByCategory[category]) this.peakByCategory[category] = this.live[category];
     if (this.total > this.peak) {
       this.peak = this.total;
@@ -329,6 +334,7 @@ export function predictPeakBytes(model: ModelConfig, seqLen: number, layout: Mem
   const shardIndex = states.reduce((best, ts, g) => (bytesOf(ts) > bytesOf(states[best]!) ? g : best), 0);
   m.phase = 'model states';
   for (const { elements, category } of states[shardIndex]!) m.alloc(elements, category);
+  m.allocated = 0; // held all run: allocated once, not every step
   const store = new StoreReplay(m, model, zero);
   const head = policies.length + 1;
 
@@ -376,5 +382,5 @@ export function predictPeakBytes(model: ModelConfig, seqLen: number, layout: Mem
   store.acquire(0, 'backward');
   store.release(0, 'backward');
   m.free(dx, residuals[0]);
-  return { peakBytes: m.peak, atPeak: m.atPeak, peakByCategory: m.peakByCategory, phase: m.peakPhase, tokensPerRank: t, shardIndex };
+  return { peakBytes: m.peak, allocatedBytes: m.allocated, atPeak: m.atPeak, peakByCategory: m.peakByCategory, phase: m.peakPhase, tokensPerRank: t, shardIndex };
 }

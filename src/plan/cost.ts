@@ -48,6 +48,8 @@ export interface PlanRun {
   seqLen: number;
   /** Sequences each SP group processes per step, gradients accumulated (train.batchSize); default 1. */
   batch?: number;
+  /** Bytes per activation, weight and gradient element: 2 (BF16, the default) or 4 (f32, our CPU trainer; src/plan/cpu.ts). */
+  bytesPerElement?: number;
 }
 
 /** The cluster: a GPU profile and how many of them, in nodes of gpusPerNode. */
@@ -215,7 +217,7 @@ export function predictStep(run: PlanRun, layout: PlanLayout, cluster: PlanClust
   const fit = cluster.gpu.fit;
   const eta = fit.overlapEfficiency;
   const alpha = fit.messageLatencyUs * 1e-6;
-  const b = 2;
+  const b = run.bytesPerElement ?? 2;
   const m = run.batch ?? 1;
   const tp = layout.tp ?? 1;
   const { hp, cp, dp } = layout;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import type { AttentionOptions, Kernels } from '../kernels/kernels.js';
+import type { AttentionOptions, Kernels, MatmulOptions } from '../kernels/kernels.js';
 import { BACKEND_NAMES, backendStatus, createKernels, type BackendName } from '../kernels/registry.js';
 import { Arena } from '../tensor/arena.js';
 import { Rng } from '../tensor/rng.js';
@@ -170,7 +170,7 @@ export function corePeaks(configuredGflops?: number): Peaks {
 }
 
 /** Run `fn` `warmup` times untimed, then `reps` times; the median wall time in ms. */
-function timeMedian(fn: () => void, warmup: number, reps: number): number {
+export function timeMedian(fn: () => void, warmup: number, reps: number): number {
   for (let i = 0; i < warmup; i++) fn();
   const ms: number[] = [];
   for (let i = 0; i < reps; i++) {
@@ -191,13 +191,13 @@ function pct(gflops: number, peak: CorePeak): number {
   return (100 * gflops) / peak.gflops;
 }
 
-function gemmCase(backend: BackendName, kernels: Kernels, arena: Arena, [m, n, k]: readonly [number, number, number], opts: KernelBenchOptions, peaks: Peaks, note?: string): GemmResult {
+export function gemmCase(backend: BackendName, kernels: Kernels, arena: Arena, [m, n, k]: readonly [number, number, number], opts: Pick<KernelBenchOptions, 'warmup' | 'reps'>, peaks: Peaks, note?: string, mm?: MatmulOptions): GemmResult {
   const rng = new Rng(m * 31 + n * 7 + k);
-  const a = randomTensor(arena, rng, [m, k]);
-  const b = randomTensor(arena, rng, [k, n]);
+  const a = randomTensor(arena, rng, mm?.transA === true ? [k, m] : [m, k]);
+  const b = randomTensor(arena, rng, mm?.transB === true ? [n, k] : [k, n]);
   const c = Tensor.zeros(arena, [m, n]);
   try {
-    const ms = timeMedian(() => kernels.matmul(c, a, b, m, n, k), opts.warmup, opts.reps);
+    const ms = timeMedian(() => kernels.matmul(c, a, b, m, n, k, mm), opts.warmup, opts.reps);
     const gflops = (2 * m * n * k) / ms / 1e6;
     return { backend, m, n, k, medianMs: ms, gflops, pctWasmPeak: pct(gflops, peaks.wasmSimd), pctNativePeak: pct(gflops, peaks.native), ...(note !== undefined ? { note } : {}) };
   } finally {
@@ -205,9 +205,8 @@ function gemmCase(backend: BackendName, kernels: Kernels, arena: Arena, [m, n, k
   }
 }
 
-function attentionCase(backend: BackendName, kernels: Kernels, arena: Arena, seqLen: number, opts: KernelBenchOptions, peaks: Peaks, note?: string): AttentionResult {
-  const heads = 1;
-  const kvHeads = 1;
+export function attentionCase(backend: BackendName, kernels: Kernels, arena: Arena, seqLen: number, opts: Pick<KernelBenchOptions, 'warmup' | 'reps'>, peaks: Peaks, note?: string, shape: { heads: number; kvHeads: number; headDim: number } = { heads: 1, kvHeads: 1, headDim: HEAD_DIM }): AttentionResult {
+  const { heads, kvHeads, headDim: HEAD_DIM } = shape;
   const rng = new Rng(seqLen);
   const q = randomTensor(arena, rng, [seqLen, heads, HEAD_DIM]);
   const k = randomTensor(arena, rng, [seqLen, kvHeads, HEAD_DIM]);
