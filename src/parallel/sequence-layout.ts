@@ -22,6 +22,9 @@ import { zigzagPositionIndices } from './sharding.js';
 /** How the sequence's tokens are assigned to ring positions. */
 export type Sharding = 'zigzag' | 'balanced';
 export const SHARDINGS: readonly Sharding[] = ['zigzag', 'balanced'];
+/** parallel.sharding and parallel.balanceChunks when not given. */
+export const DEFAULT_SHARDING: Sharding = 'zigzag';
+export const DEFAULT_BALANCE_CHUNKS = 8;
 
 export interface SequenceLayoutOptions {
   /** Head-parallel size. */
@@ -125,7 +128,7 @@ export class SequenceLayout {
     this.cp = cp;
     this.seqLen = seqLen;
     this.causal = opts.causal;
-    this.sharding = opts.sharding ?? 'zigzag';
+    this.sharding = opts.sharding ?? DEFAULT_SHARDING;
     this.cuSeqlens = opts.cuSeqlens ?? Int32Array.of(0, seqLen);
     checkCuSeqlens(this.cuSeqlens, seqLen);
     this.docOf = new Int32Array(seqLen).fill(-1);
@@ -138,7 +141,7 @@ export class SequenceLayout {
       checkShardable(seqLen, 2 * cp * hp, `2·sp = ${2 * cp * hp} (parallel.sharding = "zigzag")`);
       this.positions = Array.from({ length: cp }, (_, c) => zigzagPositionIndices(cp, seqLen, c));
     } else if (this.sharding === 'balanced') {
-      const k = opts.balanceChunks ?? 8;
+      const k = opts.balanceChunks ?? DEFAULT_BALANCE_CHUNKS;
       if (!Number.isInteger(k) || k < 1) throw new ConfigError(`parallel.balanceChunks = ${k} is invalid: it must be a positive integer`);
       checkShardable(seqLen, lcm(cp * k, cp * hp), `cp·balanceChunks = ${cp * k} and sp = ${cp * hp} (parallel.sharding = "balanced")`);
       this.positions = this.balancedPositions(k);

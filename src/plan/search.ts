@@ -20,15 +20,7 @@ export interface LayoutFixes {
 }
 
 /** One planned layout: the layout, its predicted step and its memory. */
-export interface PlannedLayout {
-  dp: number;
-  hp: number;
-  cp: number;
-  innerRingSize: number;
-  placement: Placement;
-  zeroStage: 0 | 1 | 2 | 3;
-  zeroShardGroup: ZeroShardGroup;
-  checkpoint: CheckpointPolicy;
+export interface PlannedLayout extends Omit<PlanLayout, 'checkpointFraction' | 'offload' | 'tp' | 'precision'> {
   checkpointFraction: number;
   stepSeconds: number;
   tgs: number;

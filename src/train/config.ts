@@ -13,7 +13,7 @@ import { validateModelConfig } from '../model/config.js';
 import { ZERO_SHARD_GROUPS, type ZeroShardGroup } from '../parallel/rank-groups.js';
 import { PLACEMENTS, ParallelDims, validateLayout } from '../parallel/dims.js';
 import { PRESETS, resolveLayout, type Preset, type ResolvedLayout } from '../parallel/presets.js';
-import { SequenceLayout, SHARDINGS, type Sharding } from '../parallel/sequence-layout.js';
+import { DEFAULT_BALANCE_CHUNKS, DEFAULT_SHARDING, SequenceLayout, SHARDINGS, type Sharding } from '../parallel/sequence-layout.js';
 
 /**
  * The run's configuration: a TOML file (docs/config.md lists every key) plus `--set
@@ -331,7 +331,7 @@ export function evalOptions(cfg: { data: { valFraction?: number | undefined }; t
 
 /** parallel.sharding and parallel.balanceChunks with their defaults ("zigzag", 8) applied. */
 export function shardingOptions(parallel: { sharding?: Sharding | undefined; balanceChunks?: number | undefined }): { sharding: Sharding; balanceChunks: number } {
-  return { sharding: parallel.sharding ?? 'zigzag', balanceChunks: parallel.balanceChunks ?? 8 };
+  return { sharding: parallel.sharding ?? DEFAULT_SHARDING, balanceChunks: parallel.balanceChunks ?? DEFAULT_BALANCE_CHUNKS };
 }
 
 type Issue = z.core.$ZodIssue;
