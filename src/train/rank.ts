@@ -22,6 +22,7 @@ import type { RankStepReport } from './metrics.js';
 import { scheduleOf } from './resume-schedule.js';
 import { scoringSequences, type HeldOutRecord } from '../data/heldout.js';
 import { evaluateSequences } from './evaluate.js';
+import { awaitLogged } from './logged-step.js';
 
 /** What the launcher hands every rank (structured-cloneable; `stream` and `docStarts` live in SharedArrayBuffers). */
 export interface RankTrainArgs {
@@ -42,6 +43,8 @@ export interface RankTrainArgs {
   valDocStarts?: Int32Array;
   /** The split as the checkpoints record it (TrainerState.heldOut). */
   heldOut?: HeldOutRecord;
+  /** The coordinator's last written metrics row (logged-step.ts); rank 0 waits on it before each save. */
+  loggedStep?: Int32Array;
 }
 
 export interface RankTrainResult {
@@ -263,6 +266,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       // Every rank takes part in gathering the shards; rank 0 writes the whole tensors.
       const full = zero.gatherFullState();
       if (full !== undefined) {
+        if (args.loggedStep !== undefined) awaitLogged(args.loggedStep, step, ctx.timeoutMs);
         const state: TrainerState = {
           format: 1,
           step,

@@ -19,6 +19,7 @@ import { checkConfigObject, configToToml, evalOptions, type Config } from './con
 import { splitStreams, streamChecksum, type HeldOutRecord, type SplitStreams } from '../data/heldout.js';
 import { TrainLogger } from './logger.js';
 import { checkMetricsFile } from './metrics-file.js';
+import { loggedStepCell, markLogged } from './logged-step.js';
 import { combineStep, peakFlopsPerRank, type RankStepReport, type StepMetrics } from './metrics.js';
 import type { CheckpointReport, RankTrainArgs, RankTrainResult } from './rank.js';
 import { resumeSchedule } from './resume-schedule.js';
@@ -182,6 +183,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
   if (cfg.log.tensorboard) logger?.enableTensorBoard(cfg.log.dir, resumeFrom !== undefined ? firstStep : undefined);
 
   const pending = new Map<number, RankStepReport[]>();
+  const loggedStep = loggedStepCell();
   const steps: StepMetrics[] = [];
   const onReport = (_rank: number, msg: unknown): void => {
     const m = msg as RankStepReport | CheckpointReport;
@@ -197,11 +199,13 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
       const metrics = combineStep(list, tokensPerStep, flopsPerStep, peak.flops);
       steps.push(metrics);
       logger?.step(metrics, metrics.step === stopAt);
+      markLogged(loggedStep, metrics.step);
     }
   };
   let stopSignal: NodeJS.Signals | undefined;
   const args: RankTrainArgs = {
     config: rankCfg, tokenizer: tokenizer.name, stream, docStarts, stopAt, ...(resumeFrom !== undefined ? { resumeFrom } : {}), ...(initParams !== undefined ? { initParams } : {}),
+    ...(coordinator ? { loggedStep } : {}),
     ...(heldOut !== undefined ? { heldOut, valStream: sharedCopy(split.val.stream), valDocStarts: sharedCopy(split.val.docStarts) } : {}),
   };
   let results: RankTrainResult[];
