@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it, type TestContext } from 'node:test';
+import { readFileSync } from 'node:fs';
 import { blasAvailable, createBlasKernels } from '../src/kernels/blas/index.js';
+import { openBlasCoreType } from '../src/kernels/blas/library.js';
 import { referenceKernels } from '../src/kernels/reference/index.js';
 import { Arena } from '../src/tensor/arena.js';
 import { Rng } from '../src/tensor/rng.js';
@@ -26,6 +28,27 @@ function rand(n: number): [Tensor, Float64Array] {
 }
 
 describe('blas backend', () => {
+  it('picks the OpenBLAS kernel set from the CPU flags, widest first', () => {
+    assert.equal(openBlasCoreType(' fpu sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl'), 'SkylakeX');
+    assert.equal(openBlasCoreType(' fpu sse2 avx avx2 fma avx512f'), 'Haswell', 'AVX-512 F alone (Knights Landing) lacks the BW/DQ/VL the SkylakeX kernels use');
+    assert.equal(openBlasCoreType(' fpu sse2 avx avx2 fma'), 'Haswell');
+    assert.equal(openBlasCoreType(' fpu sse2 avx'), undefined);
+    assert.equal(openBlasCoreType(' fpu sse2 avx2 fma4'), undefined, 'a flag is matched whole, not as a prefix');
+  });
+
+  it('OpenBLAS runs the kernels of the widest SIMD this CPU has, not its SSE3 fallback', (t) => {
+    if (!needsBlas(t) || blas.core === undefined) return;
+    let flags = '';
+    try {
+      flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+    } catch {
+      // not Linux: OpenBLAS's own choice is all there is to check
+    }
+    const wanted = process.env.OPENBLAS_CORETYPE ?? openBlasCoreType(flags);
+    if (wanted !== undefined) assert.equal(blas.core.name.toLowerCase(), wanted.toLowerCase(), `OpenBLAS runs ${blas.core.name} (chosen by ${blas.core.chosenBy})`);
+    assert.notEqual(blas.core.name, flags === '' ? '' : /avx2/.test(flags) ? 'Prescott' : '', 'an AVX2 machine must not run the Prescott kernels');
+  });
+
   it(`reports whether a CBLAS library loads (${blas.ok ? blas.library : blas.reason})`, () => {
     assert.equal(typeof blas.ok, 'boolean');
     if (blas.ok) assert.match(blas.library!, /blas|Accelerate/i);

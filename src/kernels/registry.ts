@@ -36,7 +36,8 @@ export function backendStatus(name: BackendName): BackendStatus {
     case 'blas': {
       const b = blasAvailable();
       if (!b.ok) return { ok: false, reason: b.reason! };
-      return { ok: true, detail: `${b.library!}; other kernels from ${wasmAvailable().ok ? 'wasm' : 'reference'}` };
+      const core = b.core === undefined ? '' : `, ${b.core.name} kernels${b.core.chosenBy === 'OpenBLAS' ? '' : ` (OPENBLAS_CORETYPE${b.core.chosenBy === 'loongtrain' ? ' set from the CPU flags' : ''})`}`;
+      return { ok: true, detail: `${b.library!}${core}; other kernels from ${wasmAvailable().ok ? 'wasm' : 'reference'}` };
     }
   }
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 /*
@@ -16,6 +17,8 @@ export type Sgemm = (
 export interface BlasLibrary {
   /** The file name or path that loaded. */
   library: string;
+  /** OpenBLAS's kernel set (openblas_get_corename, e.g. "SkylakeX") and whether this loader chose it; undefined for other libraries. */
+  core?: { name: string; chosenBy: 'OpenBLAS' | 'OPENBLAS_CORETYPE' | 'loongtrain' };
   sgemm: Sgemm;
 }
 
@@ -23,6 +26,8 @@ export interface BlasAvailability {
   ok: boolean;
   /** The library that loaded, when ok. */
   library?: string;
+  /** BlasLibrary.core, when ok and OpenBLAS. */
+  core?: BlasLibrary['core'];
   /** Why no library could be used, with the fix, when not ok. */
   reason?: string;
 }
@@ -51,6 +56,29 @@ function installHint(): string {
 let loaded: BlasLibrary | { reason: string } | undefined;
 
 /**
+ * The OpenBLAS kernel set for this CPU's flags (/proc/cpuinfo): SkylakeX (the AVX-512 SGEMM
+ * kernels; later Intel and AMD Zen 4 cores use the same ones) with AVX-512 F/BW/DQ/VL, Haswell
+ * (the AVX2 + FMA kernels, also what OpenBLAS runs on Zen 1–3) with AVX2 and FMA, else none. A
+ * DYNAMIC_ARCH OpenBLAS picks its kernels from the CPU model and falls back to Prescott (SSE3,
+ * about 5× slower SGEMM) for a model newer than itself: Debian bookworm's 0.3.21 does so on
+ * Sapphire Rapids (measured here: 20 GFLOP/s at 1024³, 101 with SkylakeX; docs/kernels-blas.md).
+ */
+export function openBlasCoreType(flags: string): string | undefined {
+  const has = (f: string): boolean => new RegExp(`(^|\\s)${f}(\\s|$)`).test(flags);
+  if (['avx512f', 'avx512bw', 'avx512dq', 'avx512vl'].every(has)) return 'SkylakeX';
+  if (has('avx2') && has('fma')) return 'Haswell';
+  return undefined;
+}
+
+function cpuFlags(): string {
+  try {
+    return /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+  } catch {
+    return '';
+  }
+}
+
+/**
  * Load the first CBLAS library of the search list (or `LOONGTRAIN_BLAS_LIBRARY`) that exports
  * cblas_sgemm, limited to one BLAS thread: every rank is already one thread on its own core.
  * The result (or the failure) is cached for the thread.
@@ -74,6 +102,11 @@ function tryLoad(): BlasLibrary | { reason: string } {
   // detects BLAS there before any worker starts, and openblas_set_num_threads covers the rest.
   if (process.env.OPENBLAS_NUM_THREADS === undefined) process.env.OPENBLAS_NUM_THREADS = '1';
   if (process.env.VECLIB_MAXIMUM_THREADS === undefined) process.env.VECLIB_MAXIMUM_THREADS = '1';
+  // Read once, when OpenBLAS initialises (so, like the thread count, from the main thread). A
+  // user's own OPENBLAS_CORETYPE wins; the choice is named in the backend's detail line.
+  const userCore = process.env.OPENBLAS_CORETYPE;
+  const ourCore = userCore === undefined ? openBlasCoreType(cpuFlags()) : undefined;
+  if (ourCore !== undefined) process.env.OPENBLAS_CORETYPE = ourCore;
   const tried: string[] = [];
   for (const name of candidates()) {
     let lib: ReturnType<typeof koffi.load>;
@@ -90,12 +123,15 @@ function tryLoad(): BlasLibrary | { reason: string } {
       tried.push(`${name} (no cblas_sgemm)`);
       continue;
     }
+    let core: BlasLibrary['core'];
     try {
       (lib.func('void openblas_set_num_threads(int n)') as (n: number) => void)(1);
+      const coreName = (lib.func('const char *openblas_get_corename()') as () => string)();
+      core = { name: coreName, chosenBy: userCore !== undefined ? 'OPENBLAS_CORETYPE' : ourCore !== undefined && coreName.toLowerCase() === ourCore.toLowerCase() ? 'loongtrain' : 'OpenBLAS' };
     } catch {
       // not OpenBLAS: the environment variables above are all there is
     }
-    return { library: name, sgemm };
+    return { library: name, sgemm, ...(core !== undefined ? { core } : {}) };
   }
   return { reason: `no CBLAS library found (tried ${tried.join(', ')}): ${installHint()}` };
 }
@@ -103,5 +139,5 @@ function tryLoad(): BlasLibrary | { reason: string } {
 /** Whether a CBLAS library loads on this machine, which one, or why not (loads it on first call). */
 export function blasAvailable(): BlasAvailability {
   const lib = loadBlas();
-  return 'reason' in lib ? { ok: false, reason: lib.reason } : { ok: true, library: lib.library };
+  return 'reason' in lib ? { ok: false, reason: lib.reason } : { ok: true, library: lib.library, ...(lib.core !== undefined ? { core: lib.core } : {}) };
 }
