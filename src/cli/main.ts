@@ -12,6 +12,7 @@ import { benchDocuments, DEFAULT_DOCUMENTS_BENCH, formatDocumentsTable } from '.
 import { benchKernels, DEFAULT_KERNEL_BENCH, formatKernelTable } from '../train/bench-kernels.js';
 import { benchPlan, cpuComparisonLayouts, DEFAULT_PLAN_BENCH, formatPlanBenchTable } from '../plan/cpu.js';
 import { benchMemory, DEFAULT_MEMORY_BENCH, formatMemoryTable } from '../train/bench-memory.js';
+import { benchTrain, DEFAULT_TRAIN_BENCH, formatTrainTable, TORCH_PEER } from '../train/bench-train.js';
 import { train } from '../train/train.js';
 import { evaluateCheckpoint } from '../train/eval.js';
 import { exportHf } from '../hf/export.js';
@@ -124,6 +125,8 @@ interface BenchFlags {
   headDim?: number;
   rates?: string[];
   ranksPerHost?: number[];
+  seqLens?: number[];
+  rounds?: number;
 }
 
 /** The flags of the one-layer suites (attention, documents) over the suite's defaults. */
@@ -142,7 +145,7 @@ function layerFlags<T extends { seqLen: number; heads: number; kvHeads: number; 
 const FLAG_NAMES: Record<keyof BenchFlags, string> = {
   config: '--config', set: '--set', steps: '--steps', warmup: '--warmup', reps: '--reps',
   seqLen: '--seq-len', heads: '--heads', kvHeads: '--kv-heads', headDim: '--head-dim',
-  rates: '--rates', ranksPerHost: '--ranks-per-host',
+  rates: '--rates', ranksPerHost: '--ranks-per-host', seqLens: '--seq-lens', rounds: '--rounds',
 };
 
 /** The flags each suite reads; a flag given to a suite that does not read it is an error rather than silently ignored. */
@@ -154,6 +157,7 @@ const SUITE_FLAGS = {
   memory: ['config', 'set', 'steps', 'warmup', 'seqLen'],
   cluster: ['config', 'set', 'steps', 'warmup', 'rates', 'ranksPerHost'],
   generate: ['warmup', 'reps'],
+  train: ['steps', 'seqLens', 'rounds'],
   plan: ['config', 'set', 'steps', 'warmup'],
 } as const satisfies Record<string, ReadonlyArray<keyof BenchFlags>>;
 type Suite = keyof typeof SUITE_FLAGS;
@@ -200,10 +204,10 @@ function userFixable(e: unknown): Error | undefined {
 program
   .command('bench')
   .description('benchmark a suite (docs/bench.md); JSON on stdout, a table on stderr')
-  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "documents": one TwoDAttention layer on packed documents (many short, 2 long at the end), zigzag vs balanced sharding, ring (cp 4) and usp (hp 2 × cp 2), with one causal document as reference; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md); "generate": ms per new token generating 64, 128, 256 tokens with and without the KV cache on a small model; "plan": the planner\'s predicted step time on a CPU profile measured here vs the measured step, ulysses/ring/usp/loongtrain at sp 2 and 4 (docs/plan.md)', 'layouts')
+  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "documents": one TwoDAttention layer on packed documents (many short, 2 long at the end), zigzag vs balanced sharding, ring (cp 4) and usp (hp 2 × cp 2), with one causal document as reference; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md); "generate": ms per new token generating 64, 128, 256 tokens with and without the KV cache on a small model; "train": the issue-11 model (dim 256, 4 layers, 8/2 heads, ffn 688, blas) on 2 ranks (hp 2) at seqLen 4096 and 8192, step time broken down into attention, GEMM and elementwise kernels, outside kernels and communication, against the PyTorch peer (chunked and naive attention) alternating; "plan": the planner\'s predicted step time on a CPU profile measured here vs the measured step, ulysses/ring/usp/loongtrain at sp 2 and 4 (docs/plan.md)', 'layouts')
   .option('-c, --config <file>', 'layouts, kernels, memory: TOML config file (default: built-in defaults; kernels, memory: configs/demo.toml)')
   .option('-s, --set <key=value>', 'layouts, kernels, memory: override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-  .option('--steps <n>', `layouts, kernels, memory: training steps per layout, backend or run (default 8; memory ${DEFAULT_MEMORY_BENCH.steps})`, num)
+  .option('--steps <n>', `layouts, kernels, memory, train: training steps per layout, backend or run (default 8; memory ${DEFAULT_MEMORY_BENCH.steps}; train ${DEFAULT_TRAIN_BENCH.steps} per round, the first left out)`, num)
   .option('--warmup <n>', `leading steps (layouts, default 2) or runs (attention, documents, generate, default 1) left out of the medians; kernels: both (default ${DEFAULT_KERNEL_BENCH.warmup})`, num)
   .option('--reps <n>', `attention, documents, kernels, generate: measured runs per preset, case or kernel case (default ${DEFAULT_ATTENTION_OPTIONS.reps}, kernels ${DEFAULT_KERNEL_BENCH.reps}, generate ${DEFAULT_GENERATE_BENCH.reps})`, num)
   .option('--seq-len <n>', `attention, documents, memory: sequence length S (default ${DEFAULT_ATTENTION_OPTIONS.seqLen}, documents ${DEFAULT_DOCUMENTS_BENCH.seqLen}, memory ${DEFAULT_MEMORY_BENCH.seqLen}; a multiple of 16; documents: of ${4 * DEFAULT_DOCUMENTS_BENCH.balanceChunks}, at least 256)`, num)
@@ -212,6 +216,8 @@ program
   .option('--head-dim <n>', `attention, documents: head dimension (default ${DEFAULT_ATTENTION_OPTIONS.headDim}, documents ${DEFAULT_DOCUMENTS_BENCH.headDim})`, num)
   .option('--rates <list>', `cluster: link rates between the 2 test hosts, comma-separated tc rates or "unshaped" (default ${DEFAULT_CLUSTER_BENCH.rates.join(',')})`, (v: string) => v.split(',').map((x) => x.trim()).filter((x) => x !== ''))
   .option('--ranks-per-host <list>', `cluster: ranks on each of the 2 hosts, comma-separated (default ${DEFAULT_CLUSTER_BENCH.ranksPerHost.join(',')})`, (v: string) => v.split(',').map(Number))
+  .option('--seq-lens <list>', `train: sequence lengths, comma-separated (default ${DEFAULT_TRAIN_BENCH.seqLens.join(',')})`, (v: string) => v.split(',').map((x) => Number(x.trim())))
+  .option('--rounds <n>', `train: rounds per sequence length of ours → torch chunked → torch naive (default ${DEFAULT_TRAIN_BENCH.rounds})`, num)
   .action(async (suite: string, opts: BenchFlags) => {
     if (!Object.hasOwn(SUITE_FLAGS, suite)) {
       throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown${suggest(suite, Object.keys(SUITE_FLAGS))}: use ${Object.keys(SUITE_FLAGS).map((n) => `"${n}"`).join(', ')}`);
@@ -284,6 +290,13 @@ program
       if (!Number.isInteger(warmup) || !Number.isInteger(reps) || warmup < 0 || reps < 1) throw new ConfigError(`--warmup ${warmup} and --reps ${reps} are invalid: use integers with warmup ≥ 0 and reps ≥ 1`);
       const report = benchGenerate({ ...d, warmup, reps });
       process.stderr.write(formatGenerateTable(report) + '\n');
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return;
+    }
+    if (suite === 'train') {
+      const d = DEFAULT_TRAIN_BENCH;
+      const report = await benchTrain({ ...d, seqLens: opts.seqLens ?? d.seqLens, steps: opts.steps ?? d.steps, rounds: opts.rounds ?? d.rounds, peer: TORCH_PEER });
+      process.stderr.write(formatTrainTable(report) + '\n');
       process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       return;
     }

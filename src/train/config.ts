@@ -139,6 +139,9 @@ const logSchema = z.strictObject({
   trace: z.boolean().default(false),
   // TensorBoard event file <dir>/events.out.tfevents.<unix>.<host> with each step's scalars (src/train/tensorboard.ts).
   tensorboard: z.boolean().default(false),
+  // Time every kernel call per category (attention, gemm, elementwise; kernels/timed.ts) and log
+  // each rank's kernelMs with the step; off by default as it adds two clock reads per call.
+  kernelTimes: z.boolean().default(false),
 });
 
 const SECTIONS = {

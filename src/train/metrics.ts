@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { GROUP_KINDS, type GroupKind } from '../comm/process-group.js';
 import { MEMORY_CATEGORIES, type MemoryCategory } from '../tensor/arena.js';
+import { KERNEL_CATEGORIES, type KernelCategory, type KernelTimes } from '../kernels/timed.js';
 
 /**
  * Peak f32 FLOP/s of one rank's core, used as the MFU denominator (algorithms.md §7).
@@ -64,6 +65,12 @@ export interface StepMetrics {
   /** Milliseconds each rank spent blocked on communication during the step. */
   commWaitMs: number[];
   /**
+   * With log.kernelTimes: per category (attention, gemm, elementwise; kernels/timed.ts), the
+   * milliseconds each rank spent inside kernels during the step. The rest of a rank's step,
+   * stepMs − these − commWaitMs, is time outside kernels (JS loops, copies, allocation).
+   */
+  kernelMs?: Record<KernelCategory, number[]>;
+  /**
    * Attention work imbalance: max / mean over the ranks of the visible (query, key) pairs each
    * rank's ring position computed in the step (1 = balanced; docs/attention.md, Balance).
    */
@@ -91,6 +98,8 @@ export interface RankStepReport {
   peakBytes: number;
   peakBytesByCategory: Record<MemoryCategory, number>;
   commWaitMs: number;
+  /** With log.kernelTimes: ms this rank spent inside kernels during the step, per category. */
+  kernelMs?: KernelTimes;
   /** Visible (query, key) pairs per head of this rank's ring position over its sequences of the step. */
   attentionPairs: number;
   /** Payload bytes this rank sent during the step, per group kind. */
@@ -131,6 +140,7 @@ export function combineStep(reports: RankStepReport[], tokensPerStep: number, mo
     peakBytes: reports.map((r) => r.peakBytes),
     peakBytesByCategory: Object.fromEntries(MEMORY_CATEGORIES.map((c) => [c, reports.map((r) => r.peakBytesByCategory[c])])) as Record<MemoryCategory, number[]>,
     commWaitMs: reports.map((r) => r.commWaitMs),
+    ...(first.kernelMs !== undefined ? { kernelMs: Object.fromEntries(KERNEL_CATEGORIES.map((c) => [c, reports.map((r) => r.kernelMs?.[c] ?? 0)])) as Record<KernelCategory, number[]> } : {}),
     attentionImbalance: imbalance(reports.map((r) => r.attentionPairs)),
     commBytesByKind: Object.fromEntries(GROUP_KINDS.map((k) => [k, reports.reduce((sum, r) => sum + r.commBytesByKind[k], 0)])) as Record<GroupKind, number>,
     ...(first.valLoss !== undefined ? { valLoss: first.valLoss, valPerplexity: Math.exp(first.valLoss) } : {}),

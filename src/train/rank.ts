@@ -5,6 +5,7 @@ import { packingOptions, type Sequence, SequenceSampler, sequencePosition } from
 import { sequenceLayoutOf, shardSequence } from '../data/shard.js';
 import type { Kernels } from '../kernels/kernels.js';
 import { createKernels } from '../kernels/registry.js';
+import { timedKernels, type TimedKernels } from '../kernels/timed.js';
 import { headDim } from '../model/config.js';
 import { checkpointedLayers } from '../model/checkpoint.js';
 import { countValidLabels, Transformer } from '../model/model.js';
@@ -72,6 +73,8 @@ export interface RankSetup {
   zero: ZeroOptimizer;
   /** The SequenceLayout of one sequence under this run's layout, mask and sharding (built once per sequence). */
   layoutOf: (seq: Sequence) => SequenceLayout;
+  /** With log.kernelTimes: the timer around `kernels`, read and reset once per step. */
+  kernelTimer?: TimedKernels;
 }
 
 /**
@@ -82,7 +85,8 @@ export interface RankSetup {
 export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
   const dims = new ParallelDims(cfg.parallel, ctx.world);
   // Per rank: the wasm and blas kernels work on this rank's arena.
-  const kernels = createKernels(cfg.train.kernels, ctx.arena);
+  const kernelTimer = cfg.log.kernelTimes === true ? timedKernels(createKernels(cfg.train.kernels, ctx.arena)) : undefined;
+  const kernels = kernelTimer?.kernels ?? createKernels(cfg.train.kernels, ctx.arena);
   const stage = cfg.optim.zeroStage as ZeroStage;
   const groups = buildRankGroups(ctx, dims, { stage, shardGroup: cfg.optim.zeroShardGroup as ZeroShardGroup });
   const { world } = groups;
@@ -112,7 +116,7 @@ export function buildRank(ctx: RankContext, cfg: Config): RankSetup {
   });
   const model = new Transformer(kernels, ctx.arena, cfg.model, attention, { params: zero.store, checkpoint });
   const sharding = { causal: cfg.train.causal, ...shardingOptions(cfg.parallel) };
-  return { dims, kernels, world, model, zero, layoutOf: (seq) => sequenceLayoutOf(dims, seq, sharding) };
+  return { dims, kernels, world, model, zero, layoutOf: (seq) => sequenceLayoutOf(dims, seq, sharding), ...(kernelTimer !== undefined ? { kernelTimer } : {}) };
 }
 
 /**
@@ -228,6 +232,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
   for (let step = startStep + 1; step <= args.stopAt; step++) {
     const t0 = performance.now();
     ctx.arena.resetPeak();
+    setup.kernelTimer?.reset();
     const before = ctx.counters();
     const batch: Sequence[] = [];
     for (let d = 0; d < dims.dp; d++) {
@@ -251,6 +256,7 @@ export function run(ctx: RankContext, args: RankTrainArgs): RankTrainResult {
       peakBytesByCategory: stats.peakByCategory,
       attentionPairs,
       ...stepTraffic(before, ctx.counters()),
+      ...(setup.kernelTimer !== undefined ? { kernelMs: setup.kernelTimer.times() } : {}),
     };
     // After the step's update and its timing: the model a checkpoint of this step holds.
     if (validation.length > 0 && (step % evalEvery === 0 || step === args.stopAt)) {
