@@ -4,6 +4,10 @@ import { describe, it, type TestContext } from 'node:test';
 import { readFileSync } from 'node:fs';
 import { blasAvailable, createBlasKernels } from '../src/kernels/blas/index.js';
 import { openBlasCoreType } from '../src/kernels/blas/library.js';
+import { BLAS_ATTENTION_BLOCK_K, BLAS_ATTENTION_BLOCK_Q } from '../src/kernels/blas/attention.js';
+import { createKernels } from '../src/kernels/registry.js';
+import { attentionKernelTests, farRanges } from './helpers/attention-kernel-tests.js';
+import { CAUSAL, documentMask, NONE, randomRanges } from './helpers/masks.js';
 import { referenceKernels } from '../src/kernels/reference/index.js';
 import { Arena } from '../src/tensor/arena.js';
 import { Rng } from '../src/tensor/rng.js';
@@ -142,4 +146,26 @@ describe('blas backend', () => {
     assert.ok(relError(m.data.subarray(12, 24), matmulRef(a64, b64, 3, 4, 4)) <= TOL);
     for (const x of [m, b]) x.free();
   });
+});
+
+describe('blas attention (GEMM tiles) against the reference', () => {
+  if (!blas.ok) {
+    it('needs a CBLAS library', (t) => {
+      needsBlas(t);
+    });
+    return;
+  }
+  const own = new Arena(64 << 20, 4);
+  const r = new Rng(7);
+  const [bq, bk] = [BLAS_ATTENTION_BLOCK_Q, BLAS_ATTENTION_BLOCK_K];
+  // Sizes past the GEMM blocks (bq × bk), so tiles are cut at every edge and per-row masks cross tile borders.
+  attentionKernelTests('blas', createKernels('blas', own), own, (a) => createKernels('blas', a), r, [
+    { label: `causal over 3 query blocks, GQA 4:2, d = 64 (S = ${2 * bq + 37})`, sq: 2 * bq + 37, sk: 2 * bq + 37, heads: 4, kvHeads: 2, d: 64, mask: CAUSAL },
+    { label: `non-causal ${bq + 1} × ${2 * bk + 1}, d = 128`, sq: bq + 1, sk: 2 * bk + 1, heads: 1, kvHeads: 1, d: 128, mask: NONE },
+    { label: 'causal offset +300 (a later key block of a ring), Sq = 300 < Sk = 600, d = 32', sq: 300, sk: 600, heads: 2, kvHeads: 1, d: 32, mask: { kind: 'causal', offset: 300 } },
+    { label: 'causal offset −260, Sq = Sk = 520 (rows 0–259 see nothing), d = 3', sq: 520, sk: 520, heads: 2, kvHeads: 2, d: 3, mask: { kind: 'causal', offset: -260 } },
+    { label: 'documents from cu_seqlens, short and long, MQA 4:1, d = 32, S = 700', sq: 700, sk: 700, heads: 4, kvHeads: 1, d: 32, mask: documentMask([0, 5, 260, 261, 300, 517, 700], 0, 700, 0, 700) },
+    { label: 'documents: two far-apart key ranges, interior key blocks seen by no row, d = 16', sq: 300, sk: 3 * bk + 50, heads: 2, kvHeads: 1, d: 16, mask: farRanges(300, 3 * bk + 50, 150) },
+    { label: 'documents, random ranges, Sq = 270, Sk = 530, d = 1', sq: 270, sk: 530, heads: 2, kvHeads: 1, d: 1, mask: randomRanges(r, 270, 530) },
+  ]);
 });

@@ -37,7 +37,7 @@ export function backendStatus(name: BackendName): BackendStatus {
       const b = blasAvailable();
       if (!b.ok) return { ok: false, reason: b.reason! };
       const core = b.core === undefined ? '' : `, ${b.core.name} kernels${b.core.chosenBy === 'OpenBLAS' ? '' : ` (OPENBLAS_CORETYPE${b.core.chosenBy === 'loongtrain' ? ' set from the CPU flags' : ''})`}`;
-      return { ok: true, detail: `${b.library!}${core}; other kernels from ${wasmAvailable().ok ? 'wasm' : 'reference'}` };
+      return { ok: true, detail: `${b.library!}${core}; ${wasmAvailable().ok ? 'attention as GEMM tiles, other kernels from wasm' : 'attention and other kernels from reference'}` };
     }
   }
 }
@@ -70,7 +70,7 @@ export function createKernels(choice: KernelChoice, arena: Arena): Kernels {
   if (name === 'reference') return referenceKernels;
   const wasmKernels = wasmAvailable().ok ? createWasmKernels(arena) : undefined;
   if (name === 'wasm') return wasmKernels!;
-  return createBlasKernels(wasmKernels ?? referenceKernels);
+  return wasmKernels === undefined ? createBlasKernels(referenceKernels) : createBlasKernels(wasmKernels, { arena, tiles: wasmKernels.attentionTiles });
 }
 
 /**

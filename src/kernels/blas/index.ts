@@ -1,6 +1,9 @@
 import type { Tensor } from '../../tensor/tensor.js';
 import { checkMatmul, checkNoOverlap } from '../checks.js';
 import type { Kernels, MatmulOptions } from '../kernels.js';
+import type { Arena } from '../../tensor/arena.js';
+import type { AttentionTiles } from '../wasm/tiles.js';
+import { gemmAttention } from './attention.js';
 import { loadBlas, type Sgemm } from './library.js';
 
 export { blasAvailable, BLAS_LIBRARY_ENV, type BlasAvailability } from './library.js';
@@ -30,17 +33,30 @@ function blasMatmul(sgemm: Sgemm, c: Tensor, a: Tensor, b: Tensor, m: number, n:
   sgemm(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, m, n, k, 1, a.data, lda, b.data, ldb, opts.accumulate === true ? 1 : 0, c.data, n);
 }
 
+/** The rank's arena and its wasm module's tile kernels, for the GEMM-tiled attention. */
+export interface BlasAttentionTiles {
+  arena: Arena;
+  tiles: AttentionTiles;
+}
+
 /**
  * The `blas` backend: matmul through the system's CBLAS (OpenBLAS, Accelerate; one BLAS thread
- * per rank), every other kernel taken from `others` (the rank's `wasm` kernels when available,
- * else `reference`).
+ * per rank); with `tiled`, attention forward and backward as GEMM tiles (./attention.ts) whose
+ * elementwise part runs in the wasm module; every other kernel (and attention without `tiled`)
+ * taken from `others` (the rank's `wasm` kernels when available, else `reference`).
  * @throws Error with the reason from {@link blasAvailable} when no CBLAS library loads.
  */
-export function createBlasKernels(others: Kernels): Kernels {
+export function createBlasKernels(others: Kernels, tiled?: BlasAttentionTiles): Kernels {
   const lib = loadBlas();
   if ('reason' in lib) throw new Error(`blas kernels unavailable: ${lib.reason}`);
   const { sgemm } = lib;
   const matmul: Kernels['matmul'] = (c, a, b, m, n, k, opts) => blasMatmul(sgemm, c, a, b, m, n, k, opts);
+  const own: PropertyDescriptorMap = { name: { value: 'blas', enumerable: true }, matmul: { value: matmul, enumerable: true } };
+  if (tiled !== undefined) {
+    const attention = gemmAttention(sgemm, tiled.arena, tiled.tiles);
+    own.attentionForward = { value: attention.attentionForward, enumerable: true };
+    own.attentionBackward = { value: attention.attentionBackward, enumerable: true };
+  }
   // Inherit rather than spread: a backend may be a class instance whose methods live on its prototype.
-  return Object.create(others, { name: { value: 'blas', enumerable: true }, matmul: { value: matmul, enumerable: true } }) as Kernels;
+  return Object.create(others, own) as Kernels;
 }

@@ -4,6 +4,7 @@ import type { AdamWOptions, AttentionOptions, Kernels, MatmulOptions } from '../
 import { attentionDims, checkCrossEntropy, checkIds, checkMatmul, checkNoOverlap, checkSize, keyRanges, rowsOf, shapeText, tableShape } from '../checks.js';
 import { checkArena, checkScratchBytes } from './checks.js';
 import { instantiate, wasmModule, type WasmExports, type WasmSimd } from './loader.js';
+import type { AttentionTiles } from './tiles.js';
 
 /** Options of {@link createWasmKernels}. */
 export interface WasmKernelOptions {
@@ -15,6 +16,8 @@ export interface WasmKernelOptions {
 export interface WasmKernels extends Kernels {
   /** True when the fused multiply-add (relaxed SIMD) build runs. */
   readonly relaxedSimd: boolean;
+  /** The same module's elementwise kernels of GEMM-tiled attention, on this arena (the `blas` backend's attention). */
+  readonly attentionTiles: AttentionTiles;
 }
 
 const instances = new WeakMap<Arena, Map<WasmSimd, WasmKernels>>();
@@ -76,6 +79,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
   return {
     name: 'wasm',
     relaxedSimd,
+    attentionTiles: w as unknown as AttentionTiles,
 
     matmul(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number, opts: MatmulOptions = {}): void {
       checkArena('matmul', arena, { C: c, A: a, B: b });
