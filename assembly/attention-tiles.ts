@@ -1,4 +1,4 @@
-import { expv, logd } from './simd';
+import { expv, logd, madd } from './simd';
 
 /*
  * The elementwise half of GEMM-tiled attention (the `blas` backend, src/kernels/blas/attention.ts;
@@ -82,18 +82,20 @@ export function tileSoftmax(
     for (let j = 0; j < width; j += 4) {
       let x = f32x4.mul(v128.load(row + <usize>j * 4), sv);
       if (!full) x = v128.bitselect(negInf, x, outside(j, lo, hi));
-      v128.store(row + <usize>j * 4, x);
       mx = f32x4.pmax(mx, x);
     }
     mx = f32x4.pmax(mx, i32x4.shuffle(mx, mx, 2, 3, 0, 1));
     mx = f32x4.pmax(mx, i32x4.shuffle(mx, mx, 1, 0, 3, 2));
     const mOld = load<f32>(m + <usize>i * 4);
     const mNew = max(mOld, f32x4.extract_lane(mx, 0));
-    const mv = f32x4.splat(mNew);
+    // The scaled scores are recomputed rather than stored by the first pass: one store and load fewer per score.
+    const negM = f32x4.splat(-mNew);
     let sum = f32x4.splat(0);
     for (let j = 0; j < width; j += 4) {
-      // Masked lanes hold −∞, whose exponential is 0.
-      const p = expv(f32x4.sub(v128.load(row + <usize>j * 4), mv));
+      let x = madd(v128.load(row + <usize>j * 4), sv, negM);
+      // Masked lanes get −∞, whose exponential is 0.
+      if (!full) x = v128.bitselect(negInf, x, outside(j, lo, hi));
+      const p = expv(x);
       v128.store(row + <usize>j * 4, p);
       sum = f32x4.add(sum, p);
     }
@@ -154,9 +156,9 @@ export function tileProbs(s: usize, ld: i32, rows: i32, cols: i32, keyStart: usi
       continue;
     }
     const full = lo == 0 && hi == width;
-    const lv = f32x4.splat(li);
+    const negL = f32x4.splat(-li);
     for (let j = 0; j < width; j += 4) {
-      let x = f32x4.sub(f32x4.mul(v128.load(row + <usize>j * 4), sv), lv);
+      let x = madd(v128.load(row + <usize>j * 4), sv, negL);
       if (!full) x = v128.bitselect(negInf, x, outside(j, lo, hi));
       v128.store(row + <usize>j * 4, expv(x));
     }
