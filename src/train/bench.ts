@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
+import { ConfigError } from '../errors.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import { resolveLayout, type LayoutRequest } from '../parallel/presets.js';
 import { machineInfo, median, type MachineInfo } from './bench-common.js';
@@ -33,7 +34,7 @@ export interface LayoutResult {
   /** hp × cp and the inner ring size w, e.g. "1×4 w=2". */
   grid: string;
   steps: number;
-  /** Medians over the measured steps (the first `warmup` steps are dropped). */
+  /** Medians over the measured steps (the first max(1, `warmup`) steps are dropped). */
   median: { stepMs: number; tokensPerSec: number; tgs: number; mfu: number; commWaitShare: number; peakBytesPerRank: number };
   /** Median step time relative to the first layout of the run. */
   stepTimeRatio: number;
@@ -51,11 +52,17 @@ export interface BenchReport {
 
 /**
  * Train `steps` steps of `cfg` under each layout and report medians of the steps after the
- * first `warmup` (step time, tokens/s, TGS, MFU, share of step time spent waiting on
- * communication, peak arena bytes per rank). Layouts that do not fit the model or seqLen are
+ * first max(1, `warmup`) (step time, tokens/s, TGS, MFU, share of step time spent waiting on
+ * communication, peak arena bytes per rank): the first step is never measured, as it pays for
+ * compiling and first-touching the arenas. Layouts that do not fit the model or seqLen are
  * rejected by the usual config checks. Ratios are within this one run, on this machine.
+ * @throws ConfigError when no step is left to measure (steps ≤ max(1, warmup)).
  */
 export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[], steps: number, warmup: number): Promise<BenchReport> {
+  const dropped = Math.max(1, warmup);
+  if (!Number.isInteger(steps) || steps <= dropped) {
+    throw new ConfigError(`bench: steps = ${steps} with warmup = ${warmup} leaves no step to measure: the first max(1, warmup) = ${dropped} steps are left out, so steps must be at least ${dropped + 1}`);
+  }
   // Check every layout first, so a misfit is reported before minutes of earlier layouts run.
   const resolved = layouts.map((l) => {
     const parallel = resolveLayout(l.request);
@@ -76,7 +83,7 @@ export async function benchLayouts(cfg: Config, layouts: readonly BenchLayout[],
         save: { ...cfg.save, dir: join(scratch, layout.name, 'checkpoints'), every: 0 },
         log: { ...cfg.log, dir: join(scratch, layout.name), progress: 'none' },
       });
-      const measured = run.steps.slice(warmup);
+      const measured = run.steps.slice(dropped);
       const stepMs = median(measured.map((s) => s.stepMs));
       results.push({
         layout: layout.name,

@@ -134,6 +134,7 @@ const logSchema = z.strictObject({
   // Plain lines every this many steps; default: every step on a terminal, about 100 lines per run otherwise.
   every: int(1).optional(),
   progress: z.enum(PROGRESS_MODES).default('auto'),
+  // The MFU denominator, GFLOP/s of one rank; default: the core's native peak (src/kernels/peak.ts, docs/model.md "FLOPs and MFU").
   peakGflopsPerRank: positive().optional(),
   // A Chrome trace of every rank's communication spans (docs/comm.md, Tracing) in <dir>/trace.json.
   trace: z.boolean().default(false),

@@ -1,28 +1,33 @@
-import { readFileSync } from 'node:fs';
-import os from 'node:os';
+import { backendCeilingGflops, nativePeak } from '../kernels/peak.js';
 import { GROUP_KINDS, type GroupKind } from '../comm/process-group.js';
 import { MEMORY_CATEGORIES, type MemoryCategory } from '../tensor/arena.js';
 import { KERNEL_CATEGORIES, type KernelCategory, type KernelTimes } from '../kernels/timed.js';
 
+/** The MFU denominators of one rank and the first log line's account of them. */
+export interface RankPeak {
+  /** The core's native peak (kernels/peak.ts), or log.peakGflopsPerRank when set, FLOP/s. */
+  flops: number;
+  /** The same core's ceiling for the kernel backend that runs (backendCeilingGflops), FLOP/s. */
+  ceilingFlops: number;
+  /** E.g. "native peak 170.9 GFLOP/s per rank (AVX-512: 16 lanes × 2 FMA units × 2 × 2670 MHz measured); wasm ceiling 42.7". */
+  description: string;
+}
+
 /**
- * Peak f32 FLOP/s of one rank's core, used as the MFU denominator (algorithms.md §7).
- * Unless configured, it is clock × 4 f32 lanes (128-bit WebAssembly SIMD) × 2 (a fused
- * multiply-add counts as two FLOPs) × 2 FMA units per core — the ceiling for our kernels on
- * x86-64 and arm64 cores of this class. The clock is read from /proc/cpuinfo ("cpu MHz", the
- * maximum over cores) or os.cpus(); returns the estimate and where it came from.
+ * The peak FLOP/s of one rank, the MFU denominator (algorithms.md §7; docs/model.md, "FLOPs
+ * and MFU"): the core's native f32 FMA rate, the same for every kernel backend, so a backend
+ * that cannot use the full vector width shows a lower MFU; `configuredGflops`
+ * (log.peakGflopsPerRank) replaces it. The backend's own ceiling is the second figure.
  */
-export function peakFlopsPerRank(configuredGflops?: number): { flops: number; source: string } {
-  if (configuredGflops !== undefined) return { flops: configuredGflops * 1e9, source: 'log.peakGflopsPerRank' };
-  let mhz = 0;
-  try {
-    for (const m of readFileSync('/proc/cpuinfo', 'utf8').matchAll(/^cpu MHz\s*:\s*([\d.]+)/gm)) mhz = Math.max(mhz, Number(m[1]));
-  } catch {
-    // not Linux: fall back to what Node reports
-  }
-  if (mhz <= 0) mhz = Math.max(0, ...os.cpus().map((c) => c.speed));
-  if (mhz <= 0) mhz = 2000;
-  const flops = mhz * 1e6 * 4 * 2 * 2;
-  return { flops, source: `${mhz.toFixed(0)} MHz × 4 lanes × 2 (FMA) × 2 units` };
+export function peakFlopsPerRank(backend: string, configuredGflops?: number): RankPeak {
+  const peak = nativePeak(configuredGflops);
+  const ceiling = backendCeilingGflops(backend, peak);
+  const what = configuredGflops === undefined ? 'native peak' : 'peak';
+  return {
+    flops: peak.gflopsPerCore * 1e9,
+    ceilingFlops: ceiling * 1e9,
+    description: `${what} ${peak.gflopsPerCore.toFixed(1)} GFLOP/s per rank (${peak.source}); ${backend} ceiling ${ceiling.toFixed(1)}`,
+  };
 }
 
 /** One training step as the launcher logs it (JSON-lines record). */
@@ -52,8 +57,13 @@ export interface StepMetrics {
   tokensPerSec: number;
   /** Tokens per rank per second. */
   tgs: number;
-  /** Model FLOPs utilisation (0–1): 3 × forward FLOPs per second / (ranks × peak). */
+  /**
+   * Model FLOPs utilisation (0–1): model FLOPs of the step (3 × forward, causal convention,
+   * docs/model.md) / (step seconds × ranks × the core's native peak, or log.peakGflopsPerRank).
+   */
   mfu: number;
+  /** The same model FLOPs over the kernel backend's own ceiling (peakFlopsPerRank's ceilingFlops) instead of the native peak (0–1). */
+  mfuBackendCeiling: number;
   /** Peak arena bytes of each rank during the step. */
   peakBytes: number[];
   /**
@@ -118,9 +128,10 @@ function imbalance(values: number[]): number {
  * Combine the per-rank reports of one step into the logged metrics.
  * @param tokensPerStep tokens of the global batch (dp × batchSize × seqLen)
  * @param modelFlopsPerStep 3 × forward FLOPs of the global batch (algorithms.md §7)
+ * @param peakPerRank one rank's native peak and backend ceiling, FLOP/s (peakFlopsPerRank)
  * @param time the row's `time`, unix seconds (default: now)
  */
-export function combineStep(reports: RankStepReport[], tokensPerStep: number, modelFlopsPerStep: number, peakPerRank: number, time = Date.now() / 1000): StepMetrics {
+export function combineStep(reports: RankStepReport[], tokensPerStep: number, modelFlopsPerStep: number, peakPerRank: Pick<RankPeak, 'flops' | 'ceilingFlops'>, time = Date.now() / 1000): StepMetrics {
   const first = reports[0]!;
   const stepMs = Math.max(...reports.map((r) => r.stepMs));
   const seconds = stepMs / 1000;
@@ -136,7 +147,8 @@ export function combineStep(reports: RankStepReport[], tokensPerStep: number, mo
     stepMs,
     tokensPerSec: tokensPerStep / seconds,
     tgs: tokensPerStep / world / seconds,
-    mfu: modelFlopsPerStep / seconds / (world * peakPerRank),
+    mfu: modelFlopsPerStep / seconds / (world * peakPerRank.flops),
+    mfuBackendCeiling: modelFlopsPerStep / seconds / (world * peakPerRank.ceilingFlops),
     peakBytes: reports.map((r) => r.peakBytes),
     peakBytesByCategory: Object.fromEntries(MEMORY_CATEGORIES.map((c) => [c, reports.map((r) => r.peakBytesByCategory[c])])) as Record<MemoryCategory, number[]>,
     commWaitMs: reports.map((r) => r.commWaitMs),

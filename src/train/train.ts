@@ -168,7 +168,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     // The config as asked for ("auto" stays auto, so the file is reusable on another machine); the log names the backend chosen.
     writeFileSync(join(cfg.log.dir, 'config.toml'), configToToml(cfg));
   }
-  const peak = peakFlopsPerRank(cfg.log.peakGflopsPerRank);
+  const peak = peakFlopsPerRank(backend.name, cfg.log.peakGflopsPerRank);
   const sequencesPerStep = dims.dp * cfg.train.batchSize;
   const tokensPerStep = sequencesPerStep * cfg.train.seqLen;
   const flopsPerStep = 3 * sequencesPerStep * modelFlops(cfg.model, cfg.train.seqLen, cfg.train.causal);
@@ -176,7 +176,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     `loongtrain: ${plural(dims.world, 'rank')} (${dims}; ${launcher.describe(dims.world)}), ${describeZero(cfg, dims)}, kernels ${backend.name} (${backend.detail}${cfg.train.kernels === 'auto' ? ', chosen by auto' : ''}), ${plural(docs.length, 'document')}${describeSplit(split, docs.length, evalOpts)}, ` +
       `${stream.length} ${tokenizer.name} tokens (${sampler.count} sequences of ${cfg.train.seqLen}), ${firstStep + 1 === stopAt ? `step ${stopAt}` : `steps ${firstStep + 1}–${stopAt}`}` +
       (resumeFrom !== undefined ? `, resuming from ${resumeFrom}` : '') +
-      `; peak ${(peak.flops / 1e9).toFixed(1)} GFLOP/s per rank (${peak.source})`,
+      `; ${peak.description}`,
   );
   if (deleted.length > 0) logger?.info(`--overwrite: deleted ${deleted.length} earlier checkpoint${deleted.length === 1 ? '' : 's'} in ${cfg.save.dir} (${deleted.join(', ')})`);
   for (const note of [...notes, ...dataNotes]) logger?.info(note);
@@ -196,7 +196,7 @@ export async function train(config: Config, opts: TrainOptions = {}): Promise<Tr
     pending.set(m.step, list);
     if (list.filter((r) => r !== undefined).length === dims.world) {
       pending.delete(m.step);
-      const metrics = combineStep(list, tokensPerStep, flopsPerStep, peak.flops);
+      const metrics = combineStep(list, tokensPerStep, flopsPerStep, peak);
       steps.push(metrics);
       logger?.step(metrics, metrics.step === stopAt);
       markLogged(loggedStep, metrics.step);
