@@ -10,6 +10,12 @@ import v8 from 'node:v8';
  * `execArgv` (ERR_WORKER_INVALID_EXEC_ARGV), but V8 flags are process-wide, so the loader sets it
  * with v8.setFlagsFromString() from whichever thread gets here first; if the engine still does
  * not validate the relaxed module, the plain build is used and wasmAvailable() says why.
+ *
+ * The same way, the loader switches off V8's baseline compiler (--no-liftoff) before the first
+ * module is compiled in any thread: V8 otherwise runs every function as Liftoff code until it
+ * is hot enough for TurboFan, which made the first training step 2–3× slower than the second
+ * (docs/kernels.md, "Compiler tier"). Lazy compilation stays on, so each function is compiled
+ * by TurboFan on its first call.
  */
 
 /** The parts of the WebAssembly JS API used here (this project's tsconfig has no "dom" lib to type them). */
@@ -72,6 +78,7 @@ export interface WasmAvailability {
 
 const BUILD_HINT = 'run `npm run build:wasm` (or `npm run build`) to compile assembly/ with AssemblyScript';
 const RELAXED_FLAG = '--experimental-wasm-relaxed-simd';
+const OPTIMISING_TIER_FLAG = '--no-liftoff';
 
 /** dist/wasm/kernels-<build>.wasm, next to dist/src/kernels/wasm/ where this file is compiled to. */
 function wasmPath(build: 'relaxed' | 'simd'): string {
@@ -125,6 +132,9 @@ export function wasmModule(simd: WasmSimd): { module: CompiledModule; relaxed: b
   const build = simd === 'plain' || !av.relaxedSimd ? 'simd' : 'relaxed';
   let module = modules.get(build);
   if (module === undefined) {
+    // Set before this thread's first compile, since V8 shares compiled code between threads by
+    // module bytes: a module compiled with Liftoff anywhere earlier would be reused as it is.
+    v8.setFlagsFromString(OPTIMISING_TIER_FLAG);
     module = new WA.Module(readFileSync(wasmPath(build)));
     modules.set(build, module);
   }
