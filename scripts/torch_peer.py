@@ -65,7 +65,7 @@ ISSUE_MODEL = dict(dim=256, layers=4, heads=8, kv_heads=2, ffn_dim=688, vocab=25
 
 def set_blas_threads(n):
     """OpenBLAS's thread count (torch.set_num_threads does not reach it; an inherited
-    OPENBLAS_NUM_THREADS=1, as our blas loader sets, would halve the peer's GEMM rate).
+    OPENBLAS_NUM_THREADS=1, as our blas loader sets, would hold the peer's GEMMs to one core).
     Returns OpenBLAS's kernel set name, or None when torch's BLAS is not OpenBLAS."""
     try:
         lib = ctypes.CDLL("libopenblas.so.0")  # the copy torch already loaded
@@ -283,7 +283,7 @@ def main():
     ap.add_argument("--attention", choices=["naive", "chunked"], default="chunked")
     ap.add_argument("--seq-len", type=int, help="tokens per step (default 4096; --check: 50)")
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--block", type=int, help="chunked: query and key block rows (default 512; --check: 16, so that there are several and a ragged last one)")
+    ap.add_argument("--block", type=int, help="chunked: query and key block rows (default 256; --check: 16, so that there are several and a ragged last one)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--memory-gib", type=float, default=12, help="address-space cap, so that running out is an error, not the OOM killer (default 12)")
@@ -296,7 +296,9 @@ def main():
     if a.seq_len is None:
         a.seq_len = 50 if a.check else 4096
     if a.block is None:
-        a.block = 16 if a.check else 512
+        # 256: a block pair's scores for 8 heads are 2 MiB, one core's L2 on this machine; in a
+        # sweep of 64-1024 at seqLen 4096 (busy shared machine) 128-256 were fastest, 1024 3x slower.
+        a.block = 16 if a.check else 256
     try:
         if c["dim"] % c["heads"] or c["heads"] % c["kv_heads"] or (c["dim"] // c["heads"]) % 2:
             raise ValueError(f"dim {c['dim']} / heads {c['heads']} must be an even integer and heads a multiple of kv-heads {c['kv_heads']}")
