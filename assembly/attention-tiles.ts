@@ -1,4 +1,4 @@
-import { expv, logd, madd } from './simd';
+import { expSoftmax, expv, logd, madd } from './simd';
 
 /*
  * The elementwise half of GEMM-tiled attention (the `blas` backend, src/kernels/blas/attention.ts;
@@ -91,11 +91,25 @@ export function tileSoftmax(
     // The scaled scores are recomputed rather than stored by the first pass: one store and load fewer per score.
     const negM = f32x4.splat(-mNew);
     let sum = f32x4.splat(0);
-    for (let j = 0; j < width; j += 4) {
+    let j = 0;
+    if (full) {
+      // Two independent vectors per iteration: e^x is a long dependent chain.
+      let sum2 = f32x4.splat(0);
+      for (; j + 8 <= width; j += 8) {
+        const p0 = expSoftmax(madd(v128.load(row + <usize>j * 4), sv, negM));
+        const p1 = expSoftmax(madd(v128.load(row + <usize>j * 4, 16), sv, negM));
+        v128.store(row + <usize>j * 4, p0);
+        v128.store(row + <usize>j * 4, p1, 16);
+        sum = f32x4.add(sum, p0);
+        sum2 = f32x4.add(sum2, p1);
+      }
+      sum = f32x4.add(sum, sum2);
+    }
+    for (; j < width; j += 4) {
       let x = madd(v128.load(row + <usize>j * 4), sv, negM);
       // Masked lanes get −∞, whose exponential is 0.
       if (!full) x = v128.bitselect(negInf, x, outside(j, lo, hi));
-      const p = expv(x);
+      const p = expSoftmax(x);
       v128.store(row + <usize>j * 4, p);
       sum = f32x4.add(sum, p);
     }
@@ -157,10 +171,19 @@ export function tileProbs(s: usize, ld: i32, rows: i32, cols: i32, keyStart: usi
     }
     const full = lo == 0 && hi == width;
     const negL = f32x4.splat(-li);
-    for (let j = 0; j < width; j += 4) {
+    let j = 0;
+    if (full) {
+      for (; j + 8 <= width; j += 8) {
+        const p0 = expSoftmax(madd(v128.load(row + <usize>j * 4), sv, negL));
+        const p1 = expSoftmax(madd(v128.load(row + <usize>j * 4, 16), sv, negL));
+        v128.store(row + <usize>j * 4, p0);
+        v128.store(row + <usize>j * 4, p1, 16);
+      }
+    }
+    for (; j < width; j += 4) {
       let x = madd(v128.load(row + <usize>j * 4), sv, negL);
       if (!full) x = v128.bitselect(negInf, x, outside(j, lo, hi));
-      v128.store(row + <usize>j * 4, expv(x));
+      v128.store(row + <usize>j * 4, expSoftmax(x));
     }
   }
 }

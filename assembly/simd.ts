@@ -55,6 +55,30 @@ const EXP_CLAMP_HI: f32 = 88.0;
   return v128.bitselect(f32x4.splat(Infinity), e, f32x4.gt(x, f32x4.splat(EXP_HI)));
 }
 
+/**
+ * e^x per lane for softmax exponents (x ≤ 0 up to rounding, or −∞), with the accuracy of
+ * {@link expv} on [−87.3, 0]: the same reduction and polynomial without expv's special cases.
+ * Inputs are clamped below at −88, where 2^n builds to the bits of 0.0 (n = −127) or 2^−126, so
+ * −∞ and every x ≤ −88 give 0 (or below 1.2e−38), never NaN; there is no upper clamp, so x must
+ * stay below 88. Five fewer instructions than expv, in the attention tiles' inner loops.
+ */
+// @ts-ignore: decorator
+@inline export function expSoftmax(x: v128): v128 {
+  const xc = f32x4.pmax(x, f32x4.splat(-88.0));
+  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(1.44269504088896341)));
+  let r = madd(n, f32x4.splat(-0.693359375), xc);
+  r = madd(n, f32x4.splat(2.12194440e-4), r);
+  let p = f32x4.splat(1.9875691500e-4);
+  p = madd(p, r, f32x4.splat(1.3981999507e-3));
+  p = madd(p, r, f32x4.splat(8.3334519073e-3));
+  p = madd(p, r, f32x4.splat(4.1665795894e-2));
+  p = madd(p, r, f32x4.splat(1.6666665459e-1));
+  p = madd(p, r, f32x4.splat(5.0000001201e-1));
+  const r2 = f32x4.mul(r, r);
+  const y = f32x4.add(madd(p, r2, r), f32x4.splat(1));
+  return f32x4.mul(y, i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23));
+}
+
 /** Scalar e^x with the accuracy of {@link expv} (lane 0 of the same computation). */
 // @ts-ignore: decorator
 @inline export function expf(x: f32): f32 {
