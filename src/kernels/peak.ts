@@ -44,7 +44,7 @@ export interface NativePeak extends CoreSimd {
  *
  * | CPU | flags | lanes × FMA units | source |
  * |---|---|---|---|
- * | Intel Skylake-SP and later Xeons, Ice Lake, Sapphire Rapids | avx512f | 16 × 2 | Intel 64 and IA-32 Optimization Reference Manual, ch. 2 (two 512-bit FMA ports, p0+p1 fused and p5, on Xeon Gold/Platinum) |
+ * | Intel Xeon Skylake-SP and later (Cascade Lake, Ice Lake-SP, Sapphire Rapids) | avx512f | 16 × 2 | Intel 64 and IA-32 Architectures Optimization Reference Manual, microarchitecture chapters (two 512-bit FMA ports, p0+p1 fused and p5, on Xeon Gold/Platinum) |
  * | AMD Zen 4 | AuthenticAMD, avx512f | 16 × 1 | AMD Software Optimization Guide for Family 19h (AVX-512 executed as two 256-bit halves on the 256-bit FMA pipes: 32 FLOPs per cycle, as AVX2) |
  * | Intel Haswell and later, AMD Zen 2 and later | avx2, fma | 8 × 2 | the same guides: two 256-bit FMA pipes |
  * | Intel Sandy/Ivy Bridge | avx, no fma | 8 × 1 | one 256-bit multiply and one add port |
