@@ -116,7 +116,7 @@ export class TwoDAttention implements AttentionCore {
     const kH = this.kvToHeads(k);
     const vH = this.kvToHeads(v);
     const state: TwoDState = { q: qH, k: kH, v: vH, ring: this.ring.forward(qH, kH, vH, layout) };
-    const out = Tensor.zeros(q.arena, [t, this.shape.heads, this.shape.headDim], 'saved');
+    const out = Tensor.empty(q.arena, [t, this.shape.heads, this.shape.headDim], 'saved');
     gatherHeads(this.hpGroup, state.ring.out, out);
     return { out, state };
   }
@@ -229,7 +229,7 @@ export class TwoDAttention implements AttentionCore {
   private toHeads(x: Tensor, category: MemoryCategory): Tensor {
     const [t, hx, d] = x.shape as [number, number, number];
     const hp = this.hpGroup.size;
-    const y = Tensor.zeros(x.arena, [hp * t, hx / hp, d], category);
+    const y = Tensor.empty(x.arena, [hp * t, hx / hp, d], category);
     scatterHeads(this.hpGroup, x, y);
     return y;
   }
@@ -253,7 +253,7 @@ export class TwoDAttention implements AttentionCore {
   private kvToHeads(x: Tensor): Tensor {
     if (this.kvRep === 1) return this.toHeads(x, 'saved');
     const [t, hkv, d] = x.shape as [number, number, number];
-    const rep = Tensor.zeros(x.arena, [t, hkv * this.kvRep, d], 'scratch');
+    const rep = Tensor.empty(x.arena, [t, hkv * this.kvRep, d], 'scratch');
     replicateKvHeads(x, this.kvRep, rep);
     const y = this.toHeads(rep, 'saved');
     rep.free();
@@ -276,7 +276,7 @@ export class TwoDAttention implements AttentionCore {
       return;
     }
     const [t, hkv, d] = dx.shape as [number, number, number];
-    const dRep = Tensor.zeros(dx.arena, [t, hkv * this.kvRep, d], 'scratch');
+    const dRep = Tensor.empty(dx.arena, [t, hkv * this.kvRep, d], 'scratch');
     gatherHeads(this.hpGroup, dH, dRep);
     sumKvReplicas(dRep, this.kvRep, dx);
     dRep.free();

@@ -1,5 +1,6 @@
 import type { ProcessGroup } from '../comm/process-group.js';
 import { validHpValues } from '../parallel/dims.js';
+import type { Arena } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /**
@@ -11,6 +12,22 @@ import { Tensor } from '../tensor/tensor.js';
  * concatenated along tokens in source group rank order → [hp·T, Hx/hp, d] (S/cp tokens).
  * {@link gatherHeads} is its exact inverse. The backward of each is the other one.
  */
+
+const arenaViews = new WeakMap<Arena, Float32Array>();
+
+/**
+ * All of `arena` as f32s: the row moves below are copyWithin on this one view (a memmove, more
+ * than twice as fast as set(subarray()), which builds a view per row). The arena's memory never
+ * grows, so the view stays valid.
+ */
+function floatsOf(arena: Arena): Float32Array {
+  let all = arenaViews.get(arena);
+  if (all === undefined) {
+    all = new Float32Array(arena.buffer);
+    arenaViews.set(arena, all);
+  }
+  return all;
+}
 
 function checkSplit(op: string, group: ProcessGroup, tokens: Tensor, heads: Tensor): { t: number; hl: number; d: number } {
   const hp = group.size;
@@ -38,12 +55,15 @@ export function scatterHeads(group: ProcessGroup, x: Tensor, out: Tensor): void 
     out.data.set(x.data);
     return;
   }
-  const send = Tensor.zeros(x.arena, [hp, t, hl, d], 'comm');
+  const send = Tensor.empty(x.arena, [hp, t, hl, d], 'comm');
   const rowLen = hl * d;
+  const all = floatsOf(x.arena);
+  const xAt = x.byteOffset / 4;
+  const sendAt = send.byteOffset / 4;
   for (let g = 0; g < hp; g++) {
     for (let i = 0; i < t; i++) {
-      const src = (i * hp + g) * rowLen;
-      send.data.set(x.data.subarray(src, src + rowLen), (g * t + i) * rowLen);
+      const src = xAt + (i * hp + g) * rowLen;
+      all.copyWithin(sendAt + (g * t + i) * rowLen, src, src + rowLen);
     }
   }
   group.allToAll(send.data, out.data);
@@ -67,19 +87,24 @@ export function gatherHeads(group: ProcessGroup, y: Tensor, out: Tensor, accumul
   }
   let recv = y;
   if (hp > 1) {
-    recv = Tensor.zeros(y.arena, [hp * t, hl, d], 'comm');
+    recv = Tensor.empty(y.arena, [hp * t, hl, d], 'comm');
     group.allToAll(y.data, recv.data);
   }
   // recv chunk g = this rank's tokens for head group g, [T, Hx/hp, d].
   const rowLen = hl * d;
+  const all = floatsOf(out.arena);
+  const o = out.data;
+  const r = recv.data;
+  const outAt = out.byteOffset / 4;
+  const recvAt = recv.byteOffset / 4;
   for (let g = 0; g < hp; g++) {
     for (let i = 0; i < t; i++) {
       const src = (g * t + i) * rowLen;
       const dst = (i * hp + g) * rowLen;
       if (accumulate) {
-        for (let e = 0; e < rowLen; e++) out.data[dst + e]! += recv.data[src + e]!;
+        for (let e = 0; e < rowLen; e++) o[dst + e]! += r[src + e]!;
       } else {
-        out.data.set(recv.data.subarray(src, src + rowLen), dst);
+        all.copyWithin(outAt + dst, recvAt + src, recvAt + src + rowLen);
       }
     }
   }

@@ -122,8 +122,9 @@ export class TransformerBlock {
     }
     const { kernels } = this;
     const arena = dy.arena;
-    const dxn = Tensor.zeros(arena, dy.shape, 'activations');
-    const dh = Tensor.zeros(arena, dy.shape, 'activations');
+    // Both are overwritten before any read (dxn by the MLP's dx = dy·W, dh by the norm's backward).
+    const dxn = Tensor.empty(arena, dy.shape, 'activations');
+    const dh = Tensor.empty(arena, dy.shape, 'activations');
     this.mlp.backward(internals.mlp, dy, dxn);
     this.mlpNorm.backward(internals.mlpNorm, dxn, dh);
     kernels.axpy(dh, dy, 1); // the residual path
@@ -148,7 +149,7 @@ export class TransformerBlock {
     if (placement.positions.length !== x.shape[0]) {
       throw new Error(`layer ${this.layer}: positions has ${placement.positions.length} entries but the layer input x has shape [${x.shape.join(', ')}]`);
     }
-    const xn1 = Tensor.zeros(x.arena, x.shape, category);
+    const xn1 = Tensor.empty(x.arena, x.shape, category);
     const attnNorm = this.attnNorm.forward(xn1, x, category);
     const h = Tensor.from(x.arena, x.shape, x.data, category);
     let attn: AttentionSaved;
@@ -166,7 +167,7 @@ export class TransformerBlock {
       attn = kept;
     }
     this.attn.project(h, attn);
-    const xn2 = Tensor.zeros(x.arena, x.shape, category);
+    const xn2 = Tensor.empty(x.arena, x.shape, category);
     const mlpNorm = this.mlpNorm.forward(xn2, h, category);
     let y: Tensor | undefined;
     let mlp: MlpSaved;

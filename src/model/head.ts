@@ -41,12 +41,12 @@ export class LMHead {
   forward(x: Tensor, labels: Int32Array, gradScale: number): { loss: number; saved: HeadSaved } {
     const { kernels } = this;
     const t = labels.length;
-    const xf = Tensor.zeros(x.arena, x.shape, 'saved');
+    const xf = Tensor.empty(x.arena, x.shape, 'saved');
     const norm = this.norm.forward(xf, x);
     const w = this.params.param(this.w);
-    const dlogits = Tensor.zeros(x.arena, [t, w.shape[0]!], 'saved');
+    const dlogits = Tensor.empty(x.arena, [t, w.shape[0]!], 'saved');
     linearForward(kernels, dlogits, xf, w, false);
-    const losses = Tensor.zeros(x.arena, [t], 'activations');
+    const losses = Tensor.empty(x.arena, [t], 'activations');
     const loss = kernels.crossEntropy(dlogits, labels, losses, gradScale);
     losses.free();
     return { loss, saved: { norm, xf, dlogits } };
@@ -57,7 +57,7 @@ export class LMHead {
     const { kernels } = this;
     const { xf, dlogits } = saved;
     linearBackwardWeight(kernels, this.params.grad(this.w), dlogits, xf);
-    const dxf = Tensor.zeros(xf.arena, xf.shape, 'activations');
+    const dxf = Tensor.empty(xf.arena, xf.shape, 'activations');
     linearBackwardInput(kernels, dxf, dlogits, this.params.param(this.w), false);
     this.norm.backward(saved.norm, dxf, dx);
     for (const tensor of [dxf, xf, dlogits]) tensor.free();

@@ -42,8 +42,8 @@ export class SwiGLUMlp {
    */
   gateUp(xn: Tensor, category: MemoryCategory = 'saved'): MlpSaved {
     const shape = [xn.shape[0]!, this.ffnDim];
-    const gate = Tensor.zeros(xn.arena, shape, category);
-    const up = Tensor.zeros(xn.arena, shape, category);
+    const gate = Tensor.empty(xn.arena, shape, category);
+    const up = Tensor.empty(xn.arena, shape, category);
     linearForward(this.kernels, gate, xn, this.params.param(this.w1), false);
     linearForward(this.kernels, up, xn, this.params.param(this.w3), false);
     return { xn, gate, up };
@@ -72,8 +72,8 @@ export class SwiGLUMlp {
     linearBackwardWeight(kernels, params.grad(this.w2), dResidual, hidden);
     const dHidden = hidden; // reuse the buffer: the hidden values are no longer needed
     linearBackwardInput(kernels, dHidden, dResidual, params.param(this.w2), false);
-    const dGate = Tensor.zeros(xn.arena, gate.shape, 'activations');
-    const dUp = Tensor.zeros(xn.arena, gate.shape, 'activations');
+    const dGate = Tensor.empty(xn.arena, gate.shape, 'activations');
+    const dUp = Tensor.empty(xn.arena, gate.shape, 'activations');
     kernels.swigluBackward(dGate, dUp, dHidden, gate, up);
     dHidden.free();
     linearBackwardInput(kernels, dxn, dGate, params.param(this.w1), false);
@@ -84,7 +84,7 @@ export class SwiGLUMlp {
   }
 
   private hidden(gate: Tensor, up: Tensor): Tensor {
-    const hidden = Tensor.zeros(gate.arena, gate.shape, 'activations');
+    const hidden = Tensor.empty(gate.arena, gate.shape, 'activations');
     this.kernels.swigluForward(hidden, gate, up);
     return hidden;
   }

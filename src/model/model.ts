@@ -122,7 +122,7 @@ export class Transformer<S extends ParamStore = ModelParams> {
     this.checkInputs(tokens, positions, labels, gradScale);
     const placement = { positions, layout };
     const t = tokens.length;
-    const x0 = Tensor.zeros(this.arena, [t, this.config.dim], 'saved');
+    const x0 = Tensor.empty(this.arena, [t, this.config.dim], 'saved');
     this.using('embedding', 'forward', () => this.embedding.forward(x0, tokens));
     const residuals = [x0];
     const blocks: BlockSaved[] = [];
@@ -176,11 +176,11 @@ export class Transformer<S extends ParamStore = ModelParams> {
     this.state = undefined;
     const { residuals } = state;
     const shape = residuals[0]!.shape;
-    let dx = Tensor.zeros(this.arena, shape, 'activations');
+    let dx = Tensor.empty(this.arena, shape, 'activations');
     this.using('head', 'backward', () => this.head.backward(state.head, dx));
     for (let l = this.blocks.length - 1; l >= 0; l--) {
       residuals[l + 1]!.free();
-      const dPrev = Tensor.zeros(this.arena, shape, 'activations');
+      const dPrev = Tensor.empty(this.arena, shape, 'activations');
       this.using(`layers.${l}`, 'backward', () => this.blocks[l]!.backward(state.blocks[l]!, dx, dPrev));
       dx.free();
       dx = dPrev;

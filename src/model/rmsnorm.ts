@@ -28,7 +28,7 @@ export class RMSNorm {
    */
   forward(out: Tensor, x: Tensor, category: MemoryCategory = 'saved'): RMSNormSaved {
     const weight = this.params.param(this.name);
-    const rstd = Tensor.zeros(x.arena, [x.size / weight.size], category);
+    const rstd = Tensor.empty(x.arena, [x.size / weight.size], category);
     this.kernels.rmsnormForward(out, rstd, x, weight, this.eps);
     return { x, rstd };
   }

@@ -68,9 +68,9 @@ export class SelfAttention {
     const { kernels, heads, kvHeads, headDim: d, ropeTheta, params } = this;
     const { positions } = placement;
     const t = positions.length;
-    const q = Tensor.zeros(xn.arena, [t, heads, d], 'activations');
-    const k = Tensor.zeros(xn.arena, [t, kvHeads, d], 'activations');
-    const v = Tensor.zeros(xn.arena, [t, kvHeads, d], 'activations');
+    const q = Tensor.empty(xn.arena, [t, heads, d], 'activations');
+    const k = Tensor.empty(xn.arena, [t, kvHeads, d], 'activations');
+    const v = Tensor.empty(xn.arena, [t, kvHeads, d], 'activations');
     linearForward(kernels, q, xn, params.param(this.wq), false);
     linearForward(kernels, k, xn, params.param(this.wk), false);
     linearForward(kernels, v, xn, params.param(this.wv), false);
@@ -103,7 +103,7 @@ export class SelfAttention {
     const t = positions.length;
     // Wo's gradient needs the attention output, which the core's backward frees.
     linearBackwardWeight(kernels, params.grad(this.wo), dResidual, attn.out);
-    const dOut = Tensor.zeros(arena, [t, heads, d], 'activations');
+    const dOut = Tensor.empty(arena, [t, heads, d], 'activations');
     linearBackwardInput(kernels, dOut, dResidual, params.param(this.wo), false);
     const dq = Tensor.zeros(arena, [t, heads, d], 'activations');
     const dk = Tensor.zeros(arena, [t, kvHeads, d], 'activations');

@@ -24,16 +24,30 @@ export class Tensor {
 
   /** Allocate a zero-filled tensor of `shape` from `arena`, counted under `category`. */
   static zeros(arena: Arena, shape: readonly number[], category: MemoryCategory = 'activations'): Tensor {
+    return Tensor.alloc(arena, shape, category, true);
+  }
+
+  /**
+   * Allocate a tensor of `shape` whose values are left over from earlier allocations (any bits,
+   * NaN included), for an output its producer overwrites entirely before anything reads it: a
+   * matmul without `accumulate`, a kernel documented as overwriting, an all-to-all's receive
+   * buffer, a copy. Saves the zero-fill, the largest cost outside kernels at long sequences.
+   */
+  static empty(arena: Arena, shape: readonly number[], category: MemoryCategory = 'activations'): Tensor {
+    return Tensor.alloc(arena, shape, category, false);
+  }
+
+  private static alloc(arena: Arena, shape: readonly number[], category: MemoryCategory, zeroFill: boolean): Tensor {
     for (const n of shape) {
       if (!Number.isInteger(n) || n < 0) throw new Error(`tensor shape [${shape.join(', ')}] must hold non-negative integers`);
     }
-    const offset = arena.allocBytes(shapeSize(shape) * 4, category);
+    const offset = arena.allocBytes(shapeSize(shape) * 4, category, zeroFill);
     return new Tensor(arena, [...shape], offset, true);
   }
 
   /** Allocate a tensor of `shape` holding a copy of `values` (length must match). */
   static from(arena: Arena, shape: readonly number[], values: ArrayLike<number>, category: MemoryCategory = 'activations'): Tensor {
-    const t = Tensor.zeros(arena, shape, category);
+    const t = Tensor.empty(arena, shape, category);
     if (values.length !== t.size) throw new Error(`tensor of shape [${shape.join(', ')}] needs ${t.size} values, got ${values.length}`);
     t.data.set(values);
     return t;
