@@ -7,7 +7,9 @@ import { ConfigError } from '../src/errors.js';
 import { backendCeilingGflops, coreSimd, nativePeak, readCpuInfo } from '../src/kernels/peak.js';
 import { modelFlops } from '../src/model/flops.js';
 import { benchLayouts } from '../src/train/bench.js';
-import { corePeaks, timeWithinBudget } from '../src/train/bench-kernels.js';
+import { createKernels } from '../src/kernels/registry.js';
+import { Arena } from '../src/tensor/arena.js';
+import { attentionCase, corePeaks, timeWithinBudget } from '../src/train/bench-kernels.js';
 import { loadConfig } from '../src/train/config.js';
 import type { StepMetrics } from '../src/train/metrics.js';
 import { train } from '../src/train/train.js';
@@ -127,5 +129,15 @@ describe('benches leave the first step and run out', () => {
     calls = 0;
     assert.equal(timeWithinBudget(fn, 0, 4, 0).reps, 1);
     assert.equal(calls, 2, 'with no budget: the untimed first run and one measured run');
+  });
+
+  it('bench kernels attention rows: GFLOP/s from the causal pairs, % of the native peak and of the GEMM rate given', () => {
+    const arena = new Arena(16 * 2 ** 20);
+    const peaks = corePeaks(50);
+    const row = attentionCase('wasm', createKernels('wasm', arena), arena, 64, { warmup: 1, reps: 2, budgetMs: Infinity }, peaks, undefined, { heads: 1, kvHeads: 1, headDim: 32 }, 10);
+    assert.equal(row.reps, 2);
+    assert.ok(Math.abs(row.gflops - (3.5 * 4 * 32 * ((64 * 65) / 2)) / row.medianMs / 1e6) < 1e-9 * row.gflops);
+    assert.ok(Math.abs(row.pctNativePeak - (100 * row.gflops) / 50) < 1e-9 * row.pctNativePeak);
+    assert.ok(Math.abs(row.pctOfGemm! - (100 * row.gflops) / 10) < 1e-9 * row.pctOfGemm!);
   });
 });
