@@ -141,8 +141,9 @@ const logSchema = z.strictObject({
   // TensorBoard event file <dir>/events.out.tfevents.<unix>.<host> with each step's scalars (src/train/tensorboard.ts).
   tensorboard: z.boolean().default(false),
   // Time every kernel call per category (attention, gemm, elementwise; kernels/timed.ts) and log
-  // each rank's kernelMs with the step; off by default as it adds two clock reads per call.
-  kernelTimes: z.boolean().default(false),
+  // each rank's kernelMs with the step; off unless true (two clock reads per call). Optional,
+  // not defaulted, so a config that leaves it out prints as before.
+  kernelTimes: z.boolean().optional(),
 });
 
 const SECTIONS = {
