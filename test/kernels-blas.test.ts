@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it, type TestContext } from 'node:test';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { blasAvailable, createBlasKernels } from '../src/kernels/blas/index.js';
 import { openBlasCoreType } from '../src/kernels/blas/library.js';
@@ -38,6 +39,17 @@ describe('blas backend', () => {
     assert.equal(openBlasCoreType(' fpu sse2 avx avx2 fma'), 'Haswell');
     assert.equal(openBlasCoreType(' fpu sse2 avx'), undefined);
     assert.equal(openBlasCoreType(' fpu sse2 avx2 fma4'), undefined, 'a flag is matched whole, not as a prefix');
+  });
+
+  it('a worker thread that loads BLAS first still gets the kernel set (the C environment is set through libc)', (t) => {
+    if (!needsBlas(t) || blas.core === undefined) return;
+    const library = new URL('../src/kernels/blas/library.js', import.meta.url).href;
+    // A fresh process whose first BLAS load is in a worker, as when ranks measure kernel rates.
+    const script = `import { Worker } from 'node:worker_threads'; new Worker(${JSON.stringify(`import(${JSON.stringify(library)}).then((m) => console.log(JSON.stringify(m.blasAvailable().core)))`)}, { eval: true });`;
+    const env = { ...process.env };
+    delete env.OPENBLAS_CORETYPE;
+    const core = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { env, encoding: 'utf8' }).trim()) as { name: string };
+    assert.equal(core.name, blas.core.name, 'the same kernel set as a main-thread load');
   });
 
   it('OpenBLAS runs the kernels of the widest SIMD this CPU has, not its SSE3 fallback', (t) => {

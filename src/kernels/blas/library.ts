@@ -53,6 +53,27 @@ function installHint(): string {
   return 'apt-get install libopenblas-dev (Debian/Ubuntu) or dnf install openblas-devel, or set ' + BLAS_LIBRARY_ENV + ' to a CBLAS library';
 }
 
+/**
+ * `(name, value)` → set an environment variable unless it is set, both in `process.env` (for
+ * child processes) and in the C environment the BLAS library reads when it loads. A worker
+ * thread's `process.env` is its own copy that never reaches C, and the first thread to load
+ * BLAS may be a worker (a rank measuring kernel rates, say), so the C side goes through libc's
+ * setenv (overwrite 0: a value already in the C environment wins).
+ */
+function cEnvSetter(koffi: typeof import('koffi')): (name: string, value: string) => void {
+  let setenv: ((name: string, value: string, overwrite: number) => number) | undefined;
+  try {
+    const libc = koffi.load(process.platform === 'darwin' ? '/usr/lib/libSystem.B.dylib' : 'libc.so.6');
+    setenv = libc.func('int setenv(const char *name, const char *value, int overwrite)') as typeof setenv;
+  } catch {
+    // no libc by that name: process.env reaches C from the main thread, which is where the launchers load BLAS first
+  }
+  return (name, value) => {
+    if (process.env[name] === undefined) process.env[name] = value;
+    setenv?.(name, process.env[name]!, 0);
+  };
+}
+
 let loaded: BlasLibrary | { reason: string } | undefined;
 
 /**
@@ -97,16 +118,14 @@ function tryLoad(): BlasLibrary | { reason: string } {
   } catch (e) {
     return { reason: `the koffi FFI package did not load (${(e as Error).message.split('\n')[0]}); run npm ci` };
   }
-  // Read by OpenBLAS (and Accelerate) when the library initialises. A worker's process.env is
-  // its own copy, so this only reaches the C environment from the main thread; the launcher
-  // detects BLAS there before any worker starts, and openblas_set_num_threads covers the rest.
-  if (process.env.OPENBLAS_NUM_THREADS === undefined) process.env.OPENBLAS_NUM_THREADS = '1';
-  if (process.env.VECLIB_MAXIMUM_THREADS === undefined) process.env.VECLIB_MAXIMUM_THREADS = '1';
-  // Read once, when OpenBLAS initialises (so, like the thread count, from the main thread). A
-  // user's own OPENBLAS_CORETYPE wins; the choice is named in the backend's detail line.
+  // Read by OpenBLAS (and Accelerate) once, when the library initialises. A user's own values win;
+  // the kernel set chosen is named in the backend's detail line.
+  const setDefault = cEnvSetter(koffi);
+  setDefault('OPENBLAS_NUM_THREADS', '1');
+  setDefault('VECLIB_MAXIMUM_THREADS', '1');
   const userCore = process.env.OPENBLAS_CORETYPE;
   const ourCore = userCore === undefined ? openBlasCoreType(cpuFlags()) : undefined;
-  if (ourCore !== undefined) process.env.OPENBLAS_CORETYPE = ourCore;
+  if (ourCore !== undefined) setDefault('OPENBLAS_CORETYPE', ourCore);
   const tried: string[] = [];
   for (const name of candidates()) {
     let lib: ReturnType<typeof koffi.load>;
