@@ -51,7 +51,7 @@ export interface MemoryZero {
 export interface MemoryPrediction {
   /** Highest live arena bytes during the step. */
   peakBytes: number;
-  /** Bytes of all allocations of one step summed, model states (allocated once) left out (the arena zero-fills each; src/plan/cpu.ts times that). */
+  /** Bytes of all allocations of one step summed, model states (allocated once) left out (src/plan/cpu.ts times their zero-fill as an upper bound: Tensor.empty ones are not filled). */
   allocatedBytes: number;
   /** Live bytes per category at that moment (they sum to peakBytes). */
   atPeak: Record<MemoryCategory, number>;
@@ -83,7 +83,7 @@ type Alloc = MemoryHandle;
 class Ledger implements MemoryLedger {
   private readonly live = zeroByCategory();
   private total = 0;
-  /** Bytes of every allocation of the step, summed (the arena zero-fills each one). */
+  /** Bytes of every allocation of the step, summed (zero-filled or not: the replay does not tell Tensor.empty from Tensor.zeros). */
   allocated = 0;
   peak = 0;
   atPeak = zeroByCategory();

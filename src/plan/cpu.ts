@@ -49,7 +49,7 @@ export interface KernelRates {
   attentionGflops: Record<string, number>;
   /** Elementwise kernels' rate per sp, as the bytes of cost.ts's elementwise formula over their measured time. */
   elementwiseGBps: Record<number, number>;
-  /** The arena's zero-fill rate (a CPU-only term: our arena zero-fills every allocation). */
+  /** The arena's zero-fill rate (a CPU-only term: Tensor.zeros allocations are zero-filled). */
   zeroFillGBps: number;
 }
 
@@ -156,7 +156,7 @@ function elementwiseGBps(kernels: Kernels, arena: Arena, model: ModelConfig, T: 
   return bytes / (model.layers * layerMs + headMs) / 1e6;
 }
 
-/** The arena's zero-fill rate (every allocation is zero-filled, src/tensor/arena.ts): GB/s over allocations of 256 KiB. */
+/** The arena's zero-fill rate (Tensor.zeros allocations are zero-filled, src/tensor/arena.ts): GB/s over allocations of 256 KiB. */
 function zeroFillGBps(arena: Arena): number {
   const bytes = 256 * 1024;
   const ms = timeMedian(() => {
@@ -261,8 +261,10 @@ export function predictCpuStep(cfg: Config, request: LayoutRequest, rates: CpuRa
   const cluster: PlanCluster = { gpu, gpus: dims.world, gpusPerNode: dims.world, nicsPerNode: 1, nicBytesPerSec: gpu.nicBytesPerSec };
   const base = predictStep({ model: cfg.model, seqLen: cfg.train.seqLen, batch: cfg.train.batchSize, bytesPerElement: 4 }, layout, cluster);
   const mem = cpuMemory(cfg, layout);
-  // CPU-only term: the arena zero-fills every allocation (src/tensor/arena.ts); the step's
-  // allocations are docs/memory.md's replay, per sequence of the batch.
+  // CPU-only term: the arena zero-fills Tensor.zeros allocations (src/tensor/arena.ts); the
+  // step's allocations are docs/memory.md's replay, per sequence of the batch. The replay does
+  // not tell Tensor.empty (outputs their kernel overwrites, not filled) from Tensor.zeros, so
+  // this term is an upper bound (a few ms per step at seqLen 1024 here).
   const share = Math.max(1, dims.world / rates.cores);
   const fillSeconds = (cfg.train.batchSize * mem.allocatedBytes) / ((rates.byBusy[Math.min(dims.world, rates.cores)]!.zeroFillGBps * 1e9) / share);
   const stepSeconds = base.stepSeconds + fillSeconds;
