@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { ConfigError } from '../src/errors.js';
 import { backendCeilingGflops, coreSimd, nativePeak, readCpuInfo } from '../src/kernels/peak.js';
 import { modelFlops } from '../src/model/flops.js';
@@ -10,22 +9,11 @@ import { benchLayouts } from '../src/train/bench.js';
 import { createKernels } from '../src/kernels/registry.js';
 import { Arena } from '../src/tensor/arena.js';
 import { attentionCase, corePeaks, timeWithinBudget } from '../src/train/bench-kernels.js';
-import { loadConfig } from '../src/train/config.js';
 import type { StepMetrics } from '../src/train/metrics.js';
 import { train } from '../src/train/train.js';
+import { tinyRuns } from './helpers/tiny-run.js';
 
-const root = mkdtempSync(join(tmpdir(), 'loongtrain-mfu-'));
-after(() => rmSync(root, { recursive: true, force: true }));
-let runs = 0;
-
-function config(overrides: string[] = []) {
-  const dir = join(root, `run-${runs++}`);
-  return loadConfig(undefined, [
-    'model.dim=32', 'model.layers=2', 'model.heads=4', 'model.kvHeads=2', 'model.ffnDim=64',
-    'train.seqLen=64', 'train.steps=3', 'optim.warmupSteps=1', 'log.progress=none', `log.dir=${dir}`, `save.dir=${join(dir, 'checkpoints')}`,
-    ...overrides,
-  ]);
-}
+const config = tinyRuns('mfu', ['train.steps=3', 'optim.warmupSteps=1']);
 
 /** Train `cfg`, returning the first log line and the rows of metrics.jsonl. */
 async function run(cfg: ReturnType<typeof config>): Promise<{ first: string; rows: StepMetrics[] }> {
