@@ -110,22 +110,29 @@ class Model(torch.nn.Module):
         return F.cross_entropy(logits, labels)
 
 
-def torch_step_times(seq_len, steps, seed=1234):
-    """Wall seconds of each of `steps` training steps (forward, backward, clip, AdamW) at seq_len."""
-    torch.manual_seed(seed)
-    model = Model(DEMO)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    data = torch.randint(0, DEMO["vocab"] - 1, (seq_len + 1,))
+def timed_steps(model, lr, vocab, seq_len, steps, per_step=None):
+    """Wall ms of each of `steps` training steps (forward, backward, clip to norm 1, AdamW) of
+    model(tokens, labels) on one random sequence of seq_len; per_step(i, ms, loss) after each."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    data = torch.randint(0, vocab - 1, (seq_len + 1,))
     times = []
-    for _ in range(steps):
+    for i in range(steps):
         t0 = time.perf_counter()
         loss = model(data[:-1], data[1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) * 1000)
+        if per_step:
+            per_step(i, times[-1], loss.item())
     return times
+
+
+def torch_step_times(seq_len, steps, seed=1234):
+    """Wall seconds of each of `steps` training steps of the demo model at seq_len."""
+    torch.manual_seed(seed)
+    return [ms / 1000 for ms in timed_steps(Model(DEMO), 1e-2, DEMO["vocab"], seq_len, steps)]
 
 
 def ours_step_times(seq_len, steps, layout, kernels, timeout):

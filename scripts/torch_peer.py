@@ -30,7 +30,6 @@ import math
 import os
 import resource
 import sys
-import time
 
 
 def openblas_coretype():
@@ -57,7 +56,7 @@ if _CORE is not None:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from torch_baseline import RMSNorm, rope  # noqa: E402  (this script's folder is on sys.path)
+from torch_baseline import RMSNorm, rope, timed_steps  # noqa: E402  (this script's folder is on sys.path)
 
 # Issue 11's model; vocab 257 = the byte tokenizer's 256 bytes + separator.
 ISSUE_MODEL = dict(dim=256, layers=4, heads=8, kv_heads=2, ffn_dim=688, vocab=257, rope_theta=10000.0, norm_eps=1e-5)
@@ -230,21 +229,7 @@ def attention_fn(form, block):
 def step_times(c, form, block, seq_len, steps, seed, per_step=None):
     """Wall ms of each training step (forward, backward, clip, AdamW) at seq_len."""
     torch.manual_seed(seed)
-    model = Model(c, attention_fn(form, block))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    data = torch.randint(0, c["vocab"] - 1, (seq_len + 1,))
-    times = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        loss = model(data[:-1], data[1:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        times.append((time.perf_counter() - t0) * 1000)
-        if per_step:
-            per_step(i, times[-1], loss.item())
-    return times
+    return timed_steps(Model(c, attention_fn(form, block)), 1e-3, c["vocab"], seq_len, steps, per_step)
 
 
 # Relative agreement --check requires: float64 leaves room for the reordered sums (seen: ~1e-15).
