@@ -5,9 +5,9 @@ import { basename, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { crc32c } from '@node-rs/crc32';
 import protobuf from 'protobufjs';
-import { loadConfig } from '../src/train/config.js';
 import { listEventFiles, TensorBoardWriter } from '../src/train/tensorboard.js';
 import { train } from '../src/train/train.js';
+import { tinyRuns } from './helpers/tiny-run.js';
 
 // The reader is not ours: protobufjs decodes the records with TensorBoard's message definitions
 // (tensorboard/compat/proto/event.proto and summary.proto, the fields an event file of scalars
@@ -81,16 +81,7 @@ function readEvents(path: string): DecodedEvent[] {
 
 const root = mkdtempSync(join(tmpdir(), 'loongtrain-tensorboard-'));
 after(() => rmSync(root, { recursive: true, force: true }));
-let runs = 0;
-
-function config(overrides: string[] = []) {
-  const dir = join(root, `run-${runs++}`);
-  return loadConfig(undefined, [
-    'model.dim=32', 'model.layers=2', 'model.heads=4', 'model.kvHeads=2', 'model.ffnDim=64',
-    'train.seqLen=64', 'train.steps=6', 'optim.warmupSteps=2', 'log.progress=none', 'log.tensorboard=true',
-    `run.dir=${dir}`, ...overrides,
-  ]);
-}
+const config = tinyRuns('tensorboard', ['train.steps=6', 'optim.warmupSteps=2', 'log.tensorboard=true']);
 
 type Row = Record<string, unknown> & { step: number };
 const metricsRows = (dir: string): Row[] => readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Row);
