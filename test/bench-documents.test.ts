@@ -83,6 +83,10 @@ test('documents suite at a small size: report shape, balanced beats zigzag, pair
     // Each rank's ring walks cp hops in the forward and cp in the backward.
     for (const x of r.ranks) assert.equal(x.computedHops + x.skippedHops, 2 * r.cp, `${what}: rank ${x.rank} hops`);
     for (const x of r.ranks) assert.ok(Number.isFinite(x.busyMs) && x.busyMs >= 0, `${what}: rank ${x.rank} busy ms ${x.busyMs}`);
+    // Linux (CI and here) reports thread CPU time; the busiest rank's is the max of the ranks'.
+    assert.ok(r.cpu !== undefined, `${what}: thread CPU time reported`);
+    for (const x of r.ranks) assert.ok(x.cpuMs! > 0 && Number.isFinite(x.cpuMs!), `${what}: rank ${x.rank} CPU ms ${x.cpuMs}`);
+    assert.ok(r.cpu.maxMs <= r.cpu.totalMs && r.cpu.maxMs > 0, `${what}: CPU max ${r.cpu.maxMs} ≤ all ${r.cpu.totalMs}`);
     assert.equal(r.hops.computed, r.ranks.reduce((n, x) => n + x.computedHops, 0));
     assert.equal(r.hops.skipped, r.ranks.reduce((n, x) => n + x.skippedHops, 0));
     if (r.sequence === 'single') assert.equal(r.hops.skipped, 0, `${what}: one causal document skips no hop`);
@@ -92,6 +96,8 @@ test('documents suite at a small size: report shape, balanced beats zigzag, pair
     const balanced = report.results.find((r) => r.name === name && r.cp === cp && r.sequence === 'documents' && r.sharding === 'balanced')!;
     assert.ok(balanced.imbalance < zigzag.imbalance, `${name} cp ${cp}: balanced imbalance ${balanced.imbalance} < zigzag ${zigzag.imbalance}`);
     assert.equal(zigzag.vsZigzag, 1);
+    assert.equal(zigzag.cpu!.maxVsZigzag, 1);
+    assert.ok(Math.abs(balanced.cpu!.maxVsZigzag - balanced.cpu!.maxMs / zigzag.cpu!.maxMs) < 1e-12);
     assert.equal(balanced.balanceChunks, small.balanceChunks);
   }
   const ringZigzag = report.results.find((r) => r.name === 'ring' && r.cp === 4 && r.sequence === 'documents' && r.sharding === 'zigzag')!;

@@ -18,6 +18,7 @@ import { SequenceLayout, type Sharding } from '../parallel/sequence-layout.js';
 import { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { AttentionBenchOptions } from './bench-attention.js';
+import { threadCpuMs } from './thread-cpu.js';
 
 export interface AttentionBenchRankArgs extends AttentionBenchOptions {
   hp: number;
@@ -42,6 +43,11 @@ export interface AttentionBenchRankResult {
   ms: number[];
   /** Milliseconds this rank was blocked waiting for messages in each measured run (all kinds, both passes). */
   waitMs: number[];
+  /**
+   * CPU milliseconds this rank's thread ran in each measured run (threadCpuMs): its own work,
+   * without the time it waited for messages or for a core; empty where the OS does not tell.
+   */
+  cpuMs: number[];
   /** Whether the layer ran a double ring (inner and outer groups given). */
   doubleRing: boolean;
   /** Counters of the last measured forward and backward (deterministic: equal in every run). */
@@ -103,6 +109,7 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
   const result: AttentionBenchRankResult = {
     ms: [],
     waitMs: [],
+    cpuMs: [],
     doubleRing: groups.inner !== undefined,
     forward: ctx.counters(),
     backward: ctx.counters(),
@@ -117,17 +124,20 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
     ctx.resetCounters();
     const hops = { ...attn.ringCounters };
     const start = performance.now();
+    const cpuStart = threadCpuMs();
     const saved = attn.forward(q, k, v, layout);
     const forward = ctx.counters();
     ctx.resetCounters();
     attn.backward(saved, dOut, dq, dk, dv, layout);
     const ms = performance.now() - start;
+    const cpuEnd = threadCpuMs();
     const backward = ctx.counters();
     const after = attn.ringCounters;
     if (i < a.warmup) continue;
     result.ringCounters = { computedHops: after.computedHops - hops.computedHops, skippedHops: after.skippedHops - hops.skippedHops };
     result.ms.push(ms);
     result.waitMs.push(totalWaitMs(forward) + totalWaitMs(backward));
+    if (cpuStart !== undefined && cpuEnd !== undefined) result.cpuMs.push(cpuEnd - cpuStart);
     result.forward = forward;
     result.backward = backward;
   }

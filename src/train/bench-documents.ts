@@ -107,6 +107,8 @@ export interface DocumentsRankResult {
    * cores it also holds the time the rank waited for a core).
    */
   busyMs: number;
+  /** Median over the measured runs of its thread's CPU ms (threadCpuMs); absent where the OS does not tell. */
+  cpuMs?: number;
 }
 
 export interface DocumentsResult extends DocumentsLayout {
@@ -129,6 +131,14 @@ export interface DocumentsResult extends DocumentsLayout {
   median: { ms: number; commWaitShare: number };
   /** median ms / that of the same layout's documents under zigzag (balanced / zigzag; single / zigzag). */
   vsZigzag: number;
+  /**
+   * Medians over the measured runs of the busiest rank's CPU ms and of all ranks' together
+   * (threadCpuMs), and the busiest over that of the layout's documents under zigzag. The
+   * busiest rank's CPU time is the pass's time when every rank has a core of its own, which a
+   * machine with fewer cores than ranks cannot show in wall-clock time; absent where the OS
+   * does not report thread CPU time.
+   */
+  cpu?: { maxMs: number; totalMs: number; maxVsZigzag: number };
 }
 
 export interface DocumentsBenchReport {
@@ -214,7 +224,7 @@ export async function benchDocuments(opts: DocumentsBenchOptions): Promise<Docum
       ...(sharding === 'balanced' ? { balanceChunks: opts.balanceChunks } : {}),
     };
     const { ranks, ms, commWaitShare } = await runAttentionLayer(args);
-    const perRank = ranks.map((r, rank) => ({
+    const perRank: DocumentsRankResult[] = ranks.map((r, rank) => ({
       rank,
       h: r.headGroup,
       c: r.position,
@@ -222,7 +232,10 @@ export async function benchDocuments(opts: DocumentsBenchOptions): Promise<Docum
       computedHops: r.ringCounters.computedHops,
       skippedHops: r.ringCounters.skippedHops,
       busyMs: median(r.ms.map((x, i) => x - r.waitMs[i]!)),
+      ...(r.cpuMs.length === opts.reps ? { cpuMs: median(r.cpuMs) } : {}),
     }));
+    const hasCpu = ranks.every((r) => r.cpuMs.length === opts.reps);
+    const runs = Array.from({ length: opts.reps }, (_, i) => ranks.map((r) => r.cpuMs[i]!));
     results.push({
       ...layout,
       sp,
@@ -236,11 +249,13 @@ export async function benchDocuments(opts: DocumentsBenchOptions): Promise<Docum
       reps: opts.reps,
       median: { ms, commWaitShare },
       vsZigzag: 1,
+      ...(hasCpu ? { cpu: { maxMs: median(runs.map((xs) => Math.max(...xs))), totalMs: median(runs.map((xs) => xs.reduce((a, b) => a + b, 0))), maxVsZigzag: 1 } } : {}),
     });
   }
   for (const r of results) {
     const zigzag = results.find((z) => z.name === r.name && z.hp === r.hp && z.cp === r.cp && z.sequence === 'documents' && z.sharding === 'zigzag')!;
     r.vsZigzag = r.median.ms / zigzag.median.ms;
+    if (r.cpu !== undefined && zigzag.cpu !== undefined) r.cpu.maxVsZigzag = r.cpu.maxMs / zigzag.cpu.maxMs;
   }
 
   const sorted = [...lengths].sort((a, b) => a - b);
@@ -274,7 +289,7 @@ function pairs(n: number): string {
 
 /** A fixed-width table of a report, for people. */
 export function formatDocumentsTable(report: DocumentsBenchReport): string {
-  const head = ['layout', 'hp×cp', 'sequence', 'sharding', 'imbalance', 'pairs/position', 'hops comp/skip', 'fwd+bwd ms', 'vs zigzag', 'comm wait %', 'busy ms/rank'];
+  const head = ['layout', 'hp×cp', 'sequence', 'sharding', 'imbalance', 'pairs/position', 'hops comp/skip', 'fwd+bwd ms', 'vs zigzag', 'comm wait %', 'CPU ms max/all', 'CPU max vs zigzag', 'CPU ms/rank'];
   const rows = report.results.map((r) => [
     r.name,
     `${r.hp}×${r.cp}`,
@@ -286,7 +301,9 @@ export function formatDocumentsTable(report: DocumentsBenchReport): string {
     r.median.ms.toFixed(1),
     r.vsZigzag.toFixed(2),
     (r.median.commWaitShare * 100).toFixed(1),
-    r.ranks.map((x) => x.busyMs.toFixed(0)).join(' '),
+    r.cpu === undefined ? '–' : `${r.cpu.maxMs.toFixed(0)}/${r.cpu.totalMs.toFixed(0)}`,
+    r.cpu === undefined ? '–' : r.cpu.maxVsZigzag.toFixed(2),
+    r.cpu === undefined ? '–' : r.ranks.map((x) => x.cpuMs!.toFixed(0)).join(' '),
   ]);
   const { machine: m, layer: l, distribution: d } = report;
   return [
