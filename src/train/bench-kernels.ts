@@ -92,9 +92,11 @@ export interface AttentionResult {
   pctWasmPeak: number;
   pctNativePeak: number;
   /**
-   * Percent of the same backend's GEMM rate at 1024³ (reference: its 256³ row); null when no
-   * GEMM row of the backend was measured (attentionCase alone).
+   * The same backend's GEMM rate at 1024³ (reference: 256³), GFLOP/s, measured just before and
+   * just after this case (the mean of the two); null when not measured.
    */
+  gemmGflops: number | null;
+  /** 100 · gflops / gemmGflops; null when gemmGflops is. */
   pctOfGemm: number | null;
   note?: string;
 }
@@ -197,11 +199,15 @@ export function gemmCase(backend: BackendName, kernels: Kernels, arena: Arena, [
 /**
  * Causal attention forward + backward of one shape, timed within `opts.budgetMs` (default: no
  * limit, `opts.reps` runs) after at least one untimed run.
- * @param gemmGflops the backend's reference GEMM rate, for `pctOfGemm` (null when unknown)
+ * @param gemmNow measures the backend's reference GEMM rate now, GFLOP/s; called just before
+ *   and just after the timed runs, and the mean of the two is the row's `gemmGflops`, the
+ *   denominator of `pctOfGemm`. A rate measured once at the start of the bench is not the rate of
+ *   the minutes later that a case runs in, on a machine whose clock and neighbours change (on the
+ *   2-core VM the 1024³ GEMM moved 90–134 GFLOP/s between runs a minute apart). null: not measured.
  */
 export function attentionCase(
   backend: BackendName, kernels: Kernels, arena: Arena, seqLen: number, opts: Pick<KernelBenchOptions, 'warmup' | 'reps'> & { budgetMs?: number }, peaks: Peaks, note?: string,
-  shape: { heads: number; kvHeads: number; headDim: number } = { heads: 1, kvHeads: 1, headDim: DEFAULT_HEAD_DIM }, gemmGflops: number | null = null,
+  shape: { heads: number; kvHeads: number; headDim: number } = { heads: 1, kvHeads: 1, headDim: DEFAULT_HEAD_DIM }, gemmNow: (() => number) | null = null,
 ): AttentionResult {
   const { heads, kvHeads, headDim } = shape;
   const rng = new Rng(seqLen);
@@ -214,6 +220,7 @@ export function attentionCase(
   const grads = [Tensor.zeros(arena, [seqLen, heads, headDim]), Tensor.zeros(arena, [seqLen, kvHeads, headDim]), Tensor.zeros(arena, [seqLen, kvHeads, headDim])] as const;
   const att: AttentionOptions = { mask: { kind: 'causal', offset: 0 }, scale: 1 / Math.sqrt(headDim) };
   try {
+    const gemmBefore = gemmNow?.();
     const timed = timeWithinBudget(
       () => {
         kernels.attentionForward(q, k, v, out, lse, att);
@@ -223,6 +230,7 @@ export function attentionCase(
       opts.reps,
       opts.budgetMs ?? Infinity,
     );
+    const gemmGflops = gemmNow === null ? null : (gemmBefore! + gemmNow()) / 2;
     const ms = timed.medianMs;
     // FLOPs as model/flops.ts counts attention (4·d·H per visible pair) and FlashAttention-2's
     // convention for the backward (2.5 × forward: five matmuls of the block instead of two).
@@ -230,7 +238,7 @@ export function attentionCase(
     const gflops = (3.5 * 4 * headDim * heads * pairs) / ms / 1e6;
     return {
       backend, seqLen, heads, kvHeads, headDim, causal: true, reps: timed.reps, medianMs: ms, gflops,
-      pctWasmPeak: pct(gflops, peaks.wasmSimd), pctNativePeak: pct(gflops, peaks.native), pctOfGemm: gemmGflops === null ? null : (100 * gflops) / gemmGflops,
+      pctWasmPeak: pct(gflops, peaks.wasmSimd), pctNativePeak: pct(gflops, peaks.native), gemmGflops, pctOfGemm: gemmGflops === null ? null : (100 * gflops) / gemmGflops,
       ...(note !== undefined ? { note } : {}),
     };
   } finally {
@@ -264,11 +272,12 @@ export async function benchKernels(opts: KernelBenchOptions): Promise<KernelBenc
     } else {
       for (const shape of GEMM_SHAPES) gemm.push(gemmCase(name, kernels, arena, shape, opts, peaks));
     }
-    const gemmGflops = gemm.find((g) => g.backend === name)!.gflops;
+    const referenceShape = reference ? REFERENCE_GEMM_SHAPE : GEMM_SHAPES[0]!;
+    const gemmNow = (): number => gemmCase(name, kernels, arena, referenceShape, opts, peaks).gflops;
     const seqLens = reference ? [REFERENCE_ATTENTION_SEQ_LEN] : ATTENTION_SEQ_LENS;
     const note = reference ? `plain loops: measured at S ${REFERENCE_ATTENTION_SEQ_LEN} instead of ${ATTENTION_SEQ_LENS.join(', ')}; % of GEMM against its 256³ GEMM` : undefined;
     for (const seqLen of seqLens) {
-      for (const headDim of ATTENTION_HEAD_DIMS) attention.push(attentionCase(name, kernels, arena, seqLen, attentionOpts, peaks, note, { heads: 1, kvHeads: 1, headDim }, gemmGflops));
+      for (const headDim of ATTENTION_HEAD_DIMS) attention.push(attentionCase(name, kernels, arena, seqLen, attentionOpts, peaks, note, { heads: 1, kvHeads: 1, headDim }, gemmNow));
     }
   }
 
@@ -311,10 +320,10 @@ export function formatKernelTable(r: KernelBenchReport): string {
     ),
     '',
     `attention block forward + backward, causal, H 1, one thread, median of ${r.reps} runs after at least one untimed` +
-      (fewer > 0 ? `, except ${fewer} case${fewer === 1 ? '' : 's'} that would pass ${ATTENTION_BUDGET_MS / 1000} s: the runs column says how many` : '') + `; % of GEMM = over the backend's own 1024³ GEMM`,
+      (fewer > 0 ? `, except ${fewer} case${fewer === 1 ? '' : 's'} that would pass ${ATTENTION_BUDGET_MS / 1000} s: the runs column says how many` : '') + `; % of GEMM = over the backend's own 1024³ GEMM (GEMM beside), measured just before and after the case`,
     ...table(
-      ['backend', 'S', 'headDim', 'runs', 'ms', 'GFLOP/s', '% 128-bit peak', '% native peak', '% of GEMM', 'note'],
-      r.attention.map((a) => [a.backend, String(a.seqLen), String(a.headDim), String(a.reps), fmt(a.medianMs, 1), fmt(a.gflops, 2), fmt(a.pctWasmPeak, 1), fmt(a.pctNativePeak, 1), fmt(a.pctOfGemm, 1), a.note ?? '']),
+      ['backend', 'S', 'headDim', 'runs', 'ms', 'GFLOP/s', '% 128-bit peak', '% native peak', 'GEMM beside', '% of GEMM', 'note'],
+      r.attention.map((a) => [a.backend, String(a.seqLen), String(a.headDim), String(a.reps), fmt(a.medianMs, 1), fmt(a.gflops, 2), fmt(a.pctWasmPeak, 1), fmt(a.pctNativePeak, 1), fmt(a.gemmGflops, 1), fmt(a.pctOfGemm, 1), a.note ?? '']),
     ),
     '',
     'training steps (medians after the warmup steps, the first always left out; % of peak = MFU over all ranks)',
