@@ -133,10 +133,10 @@ export interface DocumentsResult extends DocumentsLayout {
   vsZigzag: number;
   /**
    * Medians over the measured runs of the busiest rank's CPU ms and of all ranks' together
-   * (threadCpuMs), and the busiest over that of the layout's documents under zigzag. The
-   * busiest rank's CPU time is the pass's time when every rank has a core of its own, which a
-   * machine with fewer cores than ranks cannot show in wall-clock time; absent where the OS
-   * does not report thread CPU time.
+   * (threadCpuMs), and the busiest over that of the layout's documents under zigzag. With a
+   * core per rank the pass takes at least the busiest rank's CPU time, which a machine with
+   * fewer cores than ranks cannot show in wall-clock time; absent where the OS does not report
+   * thread CPU time.
    */
   cpu?: { maxMs: number; totalMs: number; maxVsZigzag: number };
 }
