@@ -92,8 +92,8 @@ export interface AttentionResult {
   pctWasmPeak: number;
   pctNativePeak: number;
   /**
-   * The same backend's GEMM rate at 1024³ (reference: 256³), GFLOP/s, measured just before and
-   * just after this case (the mean of the two); null when not measured.
+   * The same backend's GEMM rate at 1024³ (reference: 256³), GFLOP/s, measured alternately with
+   * this case's runs (before each and after the last; their median); null when not measured.
    */
   gemmGflops: number | null;
   /** 100 · gflops / gemmGflops; null when gemmGflops is. */
@@ -145,11 +145,15 @@ export function corePeaks(configuredGflops?: number): Peaks {
   };
 }
 
-/** Run `fn` `warmup` times untimed, then `reps` times; the median wall time in ms. */
-export function timeMedian(fn: () => void, warmup: number, reps: number): number {
+/**
+ * Run `fn` `warmup` times untimed, then `reps` times; the median wall time in ms. `between`,
+ * when given, runs untimed before each timed run (a reference measured alternately with `fn`).
+ */
+export function timeMedian(fn: () => void, warmup: number, reps: number, between?: () => void): number {
   for (let i = 0; i < warmup; i++) fn();
   const ms: number[] = [];
   for (let i = 0; i < reps; i++) {
+    between?.();
     const t0 = performance.now();
     fn();
     ms.push(performance.now() - t0);
@@ -162,14 +166,14 @@ export function timeMedian(fn: () => void, warmup: number, reps: number): number
  * and sizes the rest, `min(reps, ⌊budgetMs / its time⌋)` measured runs (at least 1), after the
  * remaining `warmup − 1` untimed ones only when everything fits the budget.
  */
-export function timeWithinBudget(fn: () => void, warmup: number, reps: number, budgetMs: number): { medianMs: number; reps: number } {
+export function timeWithinBudget(fn: () => void, warmup: number, reps: number, budgetMs: number, between?: () => void): { medianMs: number; reps: number } {
   const t0 = performance.now();
   fn();
   const firstMs = performance.now() - t0;
   // A timer too coarse to see the first run must not divide by zero.
   const runs = Math.max(1, Math.min(reps, Math.floor(budgetMs / Math.max(firstMs, 1e-3))));
   const moreWarmup = Math.max(0, warmup - 1);
-  return { medianMs: timeMedian(fn, firstMs * (moreWarmup + runs) <= budgetMs ? moreWarmup : 0, runs), reps: runs };
+  return { medianMs: timeMedian(fn, firstMs * (moreWarmup + runs) <= budgetMs ? moreWarmup : 0, runs, between), reps: runs };
 }
 
 function randomTensor(arena: Arena, rng: Rng, shape: number[]): Tensor {
@@ -199,11 +203,11 @@ export function gemmCase(backend: BackendName, kernels: Kernels, arena: Arena, [
 /**
  * Causal attention forward + backward of one shape, timed within `opts.budgetMs` (default: no
  * limit, `opts.reps` runs) after at least one untimed run.
- * @param gemmNow measures the backend's reference GEMM rate now, GFLOP/s; called just before
- *   and just after the timed runs, and the mean of the two is the row's `gemmGflops`, the
+ * @param gemmNow measures the backend's reference GEMM rate now, GFLOP/s; called before each
+ *   timed run and once after the last, and the median of those is the row's `gemmGflops`, the
  *   denominator of `pctOfGemm`. A rate measured once at the start of the bench is not the rate of
  *   the minutes later that a case runs in, on a machine whose clock and neighbours change (on the
- *   2-core VM the 1024³ GEMM moved 90–134 GFLOP/s between runs a minute apart). null: not measured.
+ *   2-core VM the 1024³ GEMM moved 90–142 GFLOP/s between runs a minute apart). null: not measured.
  */
 export function attentionCase(
   backend: BackendName, kernels: Kernels, arena: Arena, seqLen: number, opts: Pick<KernelBenchOptions, 'warmup' | 'reps'> & { budgetMs?: number }, peaks: Peaks, note?: string,
@@ -220,7 +224,8 @@ export function attentionCase(
   const grads = [Tensor.zeros(arena, [seqLen, heads, headDim]), Tensor.zeros(arena, [seqLen, kvHeads, headDim]), Tensor.zeros(arena, [seqLen, kvHeads, headDim])] as const;
   const att: AttentionOptions = { mask: { kind: 'causal', offset: 0 }, scale: 1 / Math.sqrt(headDim) };
   try {
-    const gemmBefore = gemmNow?.();
+    const gemmRates: number[] = [];
+    const between = gemmNow === null ? undefined : (): void => void gemmRates.push(gemmNow());
     const timed = timeWithinBudget(
       () => {
         kernels.attentionForward(q, k, v, out, lse, att);
@@ -229,8 +234,10 @@ export function attentionCase(
       opts.warmup,
       opts.reps,
       opts.budgetMs ?? Infinity,
+      between,
     );
-    const gemmGflops = gemmNow === null ? null : (gemmBefore! + gemmNow()) / 2;
+    between?.();
+    const gemmGflops = gemmNow === null ? null : median(gemmRates);
     const ms = timed.medianMs;
     // FLOPs as model/flops.ts counts attention (4·d·H per visible pair) and FlashAttention-2's
     // convention for the backward (2.5 × forward: five matmuls of the block instead of two).
@@ -320,7 +327,7 @@ export function formatKernelTable(r: KernelBenchReport): string {
     ),
     '',
     `attention block forward + backward, causal, H 1, one thread, median of ${r.reps} runs after at least one untimed` +
-      (fewer > 0 ? `, except ${fewer} case${fewer === 1 ? '' : 's'} that would pass ${ATTENTION_BUDGET_MS / 1000} s: the runs column says how many` : '') + `; % of GEMM = over the backend's own 1024³ GEMM (GEMM beside), measured just before and after the case`,
+      (fewer > 0 ? `, except ${fewer} case${fewer === 1 ? '' : 's'} that would pass ${ATTENTION_BUDGET_MS / 1000} s: the runs column says how many` : '') + `; % of GEMM = over the backend's own 1024³ GEMM (GEMM beside), measured alternately with the case's runs`,
     ...table(
       ['backend', 'S', 'headDim', 'runs', 'ms', 'GFLOP/s', '% 128-bit peak', '% native peak', 'GEMM beside', '% of GEMM', 'note'],
       r.attention.map((a) => [a.backend, String(a.seqLen), String(a.headDim), String(a.reps), fmt(a.medianMs, 1), fmt(a.gflops, 2), fmt(a.pctWasmPeak, 1), fmt(a.pctNativePeak, 1), fmt(a.gemmGflops, 1), fmt(a.pctOfGemm, 1), a.note ?? '']),
