@@ -79,9 +79,24 @@ export function tileSoftmax(
     // Unmasked rows (the bulk of a causal block's tiles) skip the lane compares.
     const full = lo == 0 && hi == width;
     let mx = negInf;
-    for (let j = 0; j < width; j += 4) {
-      let x = f32x4.mul(v128.load(row + <usize>j * 4), sv);
-      if (!full) x = v128.bitselect(negInf, x, outside(j, lo, hi));
+    let c = 0;
+    if (full) {
+      // Four running maxima: one would make every max wait for the previous one.
+      let m1 = negInf;
+      let m2 = negInf;
+      let m3 = negInf;
+      for (; c + 16 <= width; c += 16) {
+        const at = row + <usize>c * 4;
+        mx = f32x4.pmax(mx, f32x4.mul(v128.load(at), sv));
+        m1 = f32x4.pmax(m1, f32x4.mul(v128.load(at, 16), sv));
+        m2 = f32x4.pmax(m2, f32x4.mul(v128.load(at, 32), sv));
+        m3 = f32x4.pmax(m3, f32x4.mul(v128.load(at, 48), sv));
+      }
+      mx = f32x4.pmax(f32x4.pmax(mx, m1), f32x4.pmax(m2, m3));
+    }
+    for (; c < width; c += 4) {
+      let x = f32x4.mul(v128.load(row + <usize>c * 4), sv);
+      if (!full) x = v128.bitselect(negInf, x, outside(c, lo, hi));
       mx = f32x4.pmax(mx, x);
     }
     mx = f32x4.pmax(mx, i32x4.shuffle(mx, mx, 2, 3, 0, 1));
