@@ -2,16 +2,17 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { before, describe, it } from 'node:test';
 import { launchRanks } from '../src/comm/backends.js';
-import { divisors, type Placement } from '../src/parallel/dims.js';
+import { divisors, validHpValues, type Placement } from '../src/parallel/dims.js';
 import { SequenceLayout, type Sharding } from '../src/parallel/sequence-layout.js';
 import { caseLayout, type DoubleRingArgs, type RingCase, type RingCaseResult } from './fixtures/attention-double-ring.js';
-import { assertClose, gatherHeadSplitLse, gatherRows, makeInputs, refBackward, refForward, type RefDims } from './helpers/attention-ref.js';
+import { assertClose, gatherHeadSplitLse, gatherRows, makeInputs, refBackward, refForward, type RefDims, type RefForward, type RefGrads } from './helpers/attention-ref.js';
 
 /*
  * Packed documents with document masks through every 2D-Attention layout of sp ≤ 8 (each
- * hp × cp, each inner ring size w, both placements, MHA/GQA/MQA, zigzag and balanced
- * sharding) against a float64 single-device reference whose mask is written from cu_seqlens
- * directly. All cases run in one launch of 8 ranks (test/fixtures/attention-double-ring.ts).
+ * hp × cp, each inner ring size w, both placements; each with MHA, GQA and MQA under zigzag,
+ * one head kind under balanced sharding, and one whole-sequence document) against a float64
+ * single-device reference whose mask is written from cu_seqlens directly. All cases run in one
+ * launch of 8 ranks (test/fixtures/attention-double-ring.ts).
  */
 
 const ENTRY = fileURLToPath(new URL('./fixtures/attention-double-ring.js', import.meta.url));
@@ -49,16 +50,26 @@ function buildCases(): DocCase[] {
     for (const hp of [1, 2, 4, 8]) {
       if (hp * cp > 8) continue;
       const placements: Placement[] = hp > 1 && cp > 1 ? ['head-first', 'context-first'] : ['head-first'];
+      const heads = HEADS.filter((hc) => validHpValues(hc.heads, hc.kvHeads).includes(hp));
       for (const w of divisors(cp)) {
         for (const placement of placements) {
-          const hc = HEADS[n % HEADS.length]!;
-          const sharding: Sharding = n % 2 === 0 ? 'zigzag' : 'balanced';
-          n++;
-          cases.push({
-            label: `hp=${hp} cp=${cp} w=${w} ${placement} ${hc.name} ${sharding}`,
-            dp: 1, hp, cp, w, placement, heads: hc.heads, kvHeads: hc.kvHeads, headDim: 4, seq: SEQ,
-            causal: true, seed: 7000 + n, trace: false, cuSeqlens: DOCS, sharding, balanceChunks: 2,
-          });
+          const layout = `hp=${hp} cp=${cp} w=${w} ${placement}`;
+          const add = (label: string, hc: (typeof HEADS)[number], sharding: Sharding, cuSeqlens = DOCS): void => {
+            n++;
+            cases.push({
+              label: `${layout} ${hc.name} ${label}`,
+              dp: 1, hp, cp, w, placement, heads: hc.heads, kvHeads: hc.kvHeads, headDim: 4, seq: SEQ,
+              // One seed per head kind and documents: every layout solves the same problem, and its reference is computed once.
+              causal: true, seed: 7000 + 2 * HEADS.indexOf(hc) + (cuSeqlens === DOCS ? 0 : 1), trace: false, cuSeqlens, sharding, balanceChunks: 2,
+            });
+          };
+          // Every head kind under zigzag (KV heads replicated ×hp/kvHeads where hp > kvHeads), and one
+          // document spanning the whole sequence. Balanced sharding runs one head kind per layout,
+          // dealt out in turn: crossing it with the head kinds too took the file from ~2 s to ~4.3 s
+          // (this: ~3.7 s), for little more coverage (its token assignment does not depend on the heads).
+          for (const hc of heads) add('zigzag', hc, 'zigzag');
+          add('balanced', heads[n % heads.length]!, 'balanced');
+          add('zigzag, one document [0, S]', heads[n % heads.length]!, 'zigzag', [0, SEQ]);
         }
       }
     }
@@ -74,10 +85,31 @@ function buildCases(): DocCase[] {
   extra('non-causal documents, balanced, cp=8', { causal: false, hp: 1, cp: 8, w: 4, sharding: 'balanced', balanceChunks: 2 });
   extra('documents of one token each (all rows see only themselves)', { cuSeqlens: Array.from({ length: SEQ + 1 }, (_, i) => i), hp: 1, cp: 8, w: 8 });
   extra('only padding after a 5-token document', { cuSeqlens: [0, 5], hp: 2, cp: 4, w: 4 });
+  // F3 end to end: a 7-token document, then 9 tokens; 7 is a multiple of no chunk size (4 tokens at cp 2, 2 at cp 4),
+  // so at cp 2 the first document is split over both ring positions and ends inside a chunk.
+  for (const [hp, cp, w] of [[1, 2, 2], [2, 2, 1], [1, 4, 4], [1, 4, 2], [2, 4, 2]] as const) {
+    for (const sharding of ['zigzag', 'balanced'] as const) {
+      extra(`a 7-token document, then 9 tokens: hp=${hp} cp=${cp} w=${w} ${sharding}`, { seq: 16, cuSeqlens: [0, 7, 16], hp, cp, w, sharding, balanceChunks: 2 });
+    }
+  }
   return cases;
 }
 
 const CASES = buildCases();
+
+const references = new Map<string, { ref: RefForward; grads: RefGrads }>();
+/** The float64 single-device forward and backward of a case's inputs and documents (cached: layouts share them). */
+function reference(c: DocCase): { ref: RefForward; grads: RefGrads } {
+  const key = JSON.stringify([c.seed, c.seq, c.heads, c.kvHeads, c.headDim, c.causal, c.cuSeqlens]);
+  let r = references.get(key);
+  if (r === undefined) {
+    const inputs = makeInputs(c.seed, c.seq, c.heads, c.kvHeads, c.headDim);
+    const dims: RefDims = { sq: c.seq, sk: c.seq, heads: c.heads, kvHeads: c.kvHeads, d: c.headDim, causal: c.causal, visible: visibleIn(c.cuSeqlens!, c.causal) };
+    r = { ref: refForward(inputs.q, inputs.k, inputs.v, dims), grads: refBackward(inputs.q, inputs.k, inputs.v, inputs.dO, dims) };
+    references.set(key, r);
+  }
+  return r;
+}
 let results: Array<Array<RingCaseResult | null>> = [];
 
 describe('document masks on every sp ≤ 8 layout against float64 single-device attention', () => {
@@ -90,10 +122,7 @@ describe('document masks on every sp ≤ 8 layout against float64 single-device 
     CASES.forEach((c, index) => {
       const rs = results.map((perRank) => perRank[index]).filter((r): r is RingCaseResult => r !== null);
       assert.equal(rs.length, c.hp * c.cp, `${c.label}: every rank of the SP block reports`);
-      const inputs = makeInputs(c.seed, c.seq, c.heads, c.kvHeads, c.headDim);
-      const dims: RefDims = { sq: c.seq, sk: c.seq, heads: c.heads, kvHeads: c.kvHeads, d: c.headDim, causal: c.causal, visible: visibleIn(c.cuSeqlens!, c.causal) };
-      const ref = refForward(inputs.q, inputs.k, inputs.v, dims);
-      const grads = refBackward(inputs.q, inputs.k, inputs.v, inputs.dO, dims);
+      const { ref, grads } = reference(c);
       const qRow = c.heads * c.headDim;
       const kvRow = c.kvHeads * c.headDim;
       const rows = (pick: (r: RingCaseResult) => Float32Array, rowLen: number) => gatherRows(rs.map((r) => ({ indices: r.indices, rows: pick(r) })), c.seq, rowLen);

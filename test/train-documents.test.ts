@@ -4,13 +4,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { launchRanks } from '../src/comm/backends.js';
-import type { Sequence } from '../src/data/packing.js';
+import { splitStreams } from '../src/data/heldout.js';
+import { packingOptions, SequenceSampler, sequencePosition, type Sequence } from '../src/data/packing.js';
+import { loadDocuments } from '../src/data/sources.js';
+import { createTokenizer } from '../src/data/tokenizer.js';
+import { SequenceLayout } from '../src/parallel/sequence-layout.js';
 import { Rng } from '../src/tensor/rng.js';
-import { loadConfig } from '../src/train/config.js';
+import { evalOptions, loadConfig, shardingOptions, type Config } from '../src/train/config.js';
 import { train } from '../src/train/train.js';
 import { ConfigError } from '../src/errors.js';
 import { assertClose } from './helpers/assert-close.js';
-import type { TrainStepArgs } from './fixtures/train-step.js';
+import type { TokenLossesArgs, TokenLossesResult } from './fixtures/token-losses.js';
 
 /*
  * Training on packed documents (data.packing = "documents"): the loss curve of every layout
@@ -57,6 +61,22 @@ function config(extra: string[]) {
   return loadConfig(undefined, overridesIn(join(root, `run-${runs++}`), extra));
 }
 
+/**
+ * The SequenceLayout of each step's sequence, rebuilt here as train() samples it (the training
+ * split of the corpus, SequenceSampler, sequencePosition) from that sequence's cu_seqlens: one
+ * sequence per step (dp = batchSize = 1), so the logged max / mean over the ranks is the layout's.
+ */
+function stepLayouts(cfg: Config): SequenceLayout[] {
+  assert.equal(cfg.parallel.dp * cfg.train.batchSize, 1, 'one sequence per step');
+  const split = splitStreams(loadDocuments(cfg.data).documents, createTokenizer(cfg.data.tokenizer), evalOptions(cfg).valFraction);
+  const sampler = new SequenceSampler(split.train.stream, cfg.train.seqLen, cfg.train.seed, { ...packingOptions(cfg.data), docStarts: split.train.docStarts });
+  return Array.from({ length: cfg.train.steps }, (_, step) => {
+    const seq = sampler.globalSequence(sequencePosition(step, 1, 1, 0, 0));
+    assert.ok(seq.cuSeqlens.length > 2, `step ${step + 1}: several documents`);
+    return new SequenceLayout({ hp: cfg.parallel.hp, cp: cfg.parallel.cp, seqLen: cfg.train.seqLen, causal: cfg.train.causal, cuSeqlens: seq.cuSeqlens, ...shardingOptions(cfg.parallel) });
+  });
+}
+
 describe('training with packing = "documents" matches one rank', () => {
   let single: number[] = [];
   before(async () => {
@@ -77,10 +97,13 @@ describe('training with packing = "documents" matches one rank', () => {
     ['parallel.hp=2', 'parallel.cp=2', 'parallel.sharding=balanced', 'parallel.balanceChunks=4'],
     ['parallel.hp=2', 'parallel.cp=2', 'checkpoint.policy=selective++', 'checkpoint.fraction=1'],
   ]) {
-    it(`${layout.join(' ')}: 10 losses within 1e-5 relative, attention imbalance logged`, async () => {
-      const result = await train(config(layout));
+    it(`${layout.join(' ')}: 10 losses within 1e-5 relative, each step's attention imbalance that of its batch's SequenceLayout`, async () => {
+      const cfg = config(layout);
+      const result = await train(cfg);
       assertClose(result.steps.map((s) => s.loss), single, 1e-5, layout.join(' '));
-      for (const s of result.steps) assert.ok(s.attentionImbalance >= 1 && Number.isFinite(s.attentionImbalance), `step ${s.step}: imbalance ${s.attentionImbalance}`);
+      const want = stepLayouts(cfg).map((l) => l.imbalance());
+      assert.deepEqual(result.steps.map((s) => s.attentionImbalance), want, `${layout.join(' ')}: each step's imbalance is its batch's SequenceLayout.imbalance()`);
+      if (shardingOptions(cfg.parallel).sharding === 'zigzag') assert.ok(want.some((x) => x > 1), `zigzag with short documents is unbalanced in some step: ${want.join(', ')}`);
     });
   }
 });
@@ -98,20 +121,22 @@ describe('resuming a packed-documents run', () => {
   });
 });
 
-type StepResult = { loss: number; grads: Float32Array };
-
-/** One forward/backward of `batch` under `layout`, every rank's loss checked equal. */
-async function step(layout: string[], batch: Sequence[]): Promise<number> {
+/**
+ * Each sequence's training loss and per-token losses (test/fixtures/token-losses.ts) under
+ * `layout`, one launch for all of them; every rank's results checked equal.
+ */
+async function scored(layout: string[], sequences: Sequence[]): Promise<TokenLossesResult> {
   const cfg = loadConfig(undefined, ['model.dim=16', 'model.heads=4', 'model.kvHeads=2', 'model.ffnDim=32', 'train.seqLen=32', 'data.packing=documents', ...layout]);
   const world = cfg.parallel.dp * cfg.parallel.hp * cfg.parallel.cp;
-  const args: TrainStepArgs = { config: cfg, batch };
-  const results = (await launchRanks({ world, entry: new URL('./fixtures/train-step.js', import.meta.url).href, args, timeoutMs: 20000, arenaBytes: 64 * 2 ** 20 })) as StepResult[];
-  for (const r of results) assert.equal(r.loss, results[0]!.loss, 'every rank reports the same loss');
-  return results[0]!.loss;
+  const args: TokenLossesArgs = { config: cfg, sequences };
+  const results = (await launchRanks({ world, entry: new URL('./fixtures/token-losses.js', import.meta.url).href, args, timeoutMs: 20000, arenaBytes: 64 * 2 ** 20 })) as TokenLossesResult[];
+  assert.equal(results.length, world);
+  for (const r of results) assert.deepEqual(r, results[0], 'every rank reports the same losses');
+  return results[0]!;
 }
 
 describe('no attention weight crosses a document boundary', () => {
-  it('changing document 1\'s tokens leaves the loss of document 2 bit-identical, on one rank and at hp2 × cp2', async () => {
+  it('changing document 1\'s tokens leaves every per-token loss of document 2 bit-identical, on one rank, hp2 × cp2 and loongtrain cp 4 with w = 2', async () => {
     // Documents [0, 13) and [13, 32); only document 2's labels count.
     const cuSeqlens = Int32Array.of(0, 13, 32);
     const rng = new Rng(3);
@@ -120,14 +145,27 @@ describe('no attention weight crosses a document boundary', () => {
     const labels = Int32Array.from({ length: 32 }, (_, i) => (i >= 13 && i < 31 ? tokens[i + 1]! : -1));
     const changed = tokens.slice();
     for (let i = 0; i < 13; i++) changed[i] = (changed[i]! + 1 + i) % 256;
-    for (const layout of [[], ['parallel.hp=2', 'parallel.cp=2']]) {
-      const a = await step(layout, [{ tokens, labels, positions, cuSeqlens }]);
-      const b = await step(layout, [{ tokens: changed, labels, positions, cuSeqlens }]);
-      assert.equal(b, a, `${layout.join(' ') || 'one rank'}: document 2's loss is bit-identical`);
-      // The same change with both tokens in one document does change it: the test can fail.
-      const one = await step(layout, [{ tokens, labels, positions: Int32Array.from({ length: 32 }, (_, i) => i), cuSeqlens: Int32Array.of(0, 32) }]);
-      const oneChanged = await step(layout, [{ tokens: changed, labels, positions: Int32Array.from({ length: 32 }, (_, i) => i), cuSeqlens: Int32Array.of(0, 32) }]);
-      assert.notEqual(oneChanged, one, `${layout.join(' ') || 'one rank'}: without the boundary the change reaches document 2`);
+    // The same change with both documents made one (positions 0 … 31): it must reach document 2, or the test could not fail.
+    const whole = { positions: Int32Array.from({ length: 32 }, (_, i) => i), cuSeqlens: Int32Array.of(0, 32) };
+    const sequences: Sequence[] = [
+      { tokens, labels, positions, cuSeqlens },
+      { tokens: changed, labels, positions, cuSeqlens },
+      { tokens, labels, ...whole },
+      { tokens: changed, labels, ...whole },
+    ];
+    const doc2 = (xs: number[]): number[] => xs.slice(13, 31);
+    for (const layout of [[], ['parallel.hp=2', 'parallel.cp=2'], ['parallel.preset=loongtrain', 'parallel.sp=4', 'parallel.hp=1', 'parallel.innerRingSize=2']]) {
+      const name = layout.join(' ') || 'one rank';
+      const { losses, tokenLosses } = await scored(layout, sequences);
+      const [a, b, one, oneChanged] = tokenLosses.map(doc2) as [number[], number[], number[], number[]];
+      assert.equal(a.length, 18);
+      assert.ok(a.every(Number.isFinite), `${name}: document 2's 18 labelled tokens each have a loss`);
+      assert.ok(tokenLosses[0]!.every((x, i) => Number.isNaN(x) === (i < 13 || i === 31)), `${name}: only document 2's labels are scored`);
+      assert.deepEqual(b, a, `${name}: every per-token loss of document 2 is bit-identical`);
+      assert.equal(losses[1], losses[0], `${name}: document 2's loss is bit-identical`);
+      // Without the boundary the change reaches every token of document 2 (each attends to document 1's tokens).
+      a.forEach((_, t) => assert.notEqual(oneChanged[t], one[t], `${name}: without the boundary, token ${13 + t}'s loss changes`));
+      assert.notEqual(losses[3], losses[2], `${name}: without the boundary the change reaches document 2's loss`);
     }
   });
 });

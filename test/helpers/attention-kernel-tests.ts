@@ -253,6 +253,28 @@ export function attentionKernelTests(label: string, K: Kernels, arena: Arena, fr
     freeAll(q, k, v, dO, o, l, ob, lb, dq, dk, dv);
   });
 
+  it(`${label} ` + 'attention: an lse laid out [H, Sq] (or flat) is refused by forward and backward, naming the shape, and nothing is written', () => {
+    // Sq = 3 ≠ H = 2: [H, Sq] has the right size but would be read transposed.
+    const q = rand([3, 2, 4]);
+    const k = rand([5, 2, 4]);
+    const v = rand([5, 2, 4]);
+    const out = rand([3, 2, 4]);
+    const wrong = /lse has shape \[(2, 3|6)\], expected \[Sq, H\] = \[3, 2\]/;
+    for (const lse of [rand([2, 3]), rand([6])]) {
+      const [dq, dk, dv] = [rand([3, 2, 4]), rand([5, 2, 4]), rand([5, 2, 4])];
+      const before = [out, lse, dq, dk, dv].map((t) => Float32Array.from(t.data));
+      assert.throws(() => K.attentionForward(q, k, v, out, lse, { mask: NONE, scale: 0.5 }), wrong, `forward, lse ${JSON.stringify(lse.shape)}`);
+      assert.throws(() => K.attentionBackward(q, k, v, out, lse, q, dq, dk, dv, { mask: CAUSAL, scale: 0.5 }), wrong, `backward, lse ${JSON.stringify(lse.shape)}`);
+      assert.deepEqual([out, lse, dq, dk, dv].map((t) => t.data), before, 'the refused calls wrote nothing');
+      // The same call with lse [Sq, H] runs: the refusal is the layout, not the call.
+      const good = rand([3, 2]);
+      K.attentionForward(q, k, v, out, good, { mask: NONE, scale: 0.5 });
+      assert.ok(good.data.every(Number.isFinite), 'lse [Sq, H] is accepted and written');
+      freeAll(lse, dq, dk, dv, good);
+    }
+    freeAll(q, k, v, out);
+  });
+
   it(`${label} ` + 'attention forward and backward write nothing outside out, lse, dq, dk, dv', () => {
     const cases: AttentionCase[] = [
       { sq: 13, sk: 13, heads: 3, kvHeads: 1, d: 6, mask: CAUSAL },
