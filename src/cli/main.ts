@@ -11,6 +11,7 @@ import { benchCluster, CLUSTER_BENCH_MODEL, DEFAULT_CLUSTER_BENCH, formatCluster
 import { benchDocuments, DEFAULT_DOCUMENTS_BENCH, formatDocumentsTable } from '../train/bench-documents.js';
 import { benchKernels, DEFAULT_KERNEL_BENCH, formatKernelTable } from '../train/bench-kernels.js';
 import { benchPlan, cpuComparisonLayouts, DEFAULT_PLAN_BENCH, formatPlanBenchTable } from '../plan/cpu.js';
+import { benchPlanHosts, DEFAULT_HOSTS_PLAN, formatHostsPlanTable, hostsComparisonLayouts } from '../plan/hosts.js';
 import { benchMemory, DEFAULT_MEMORY_BENCH, formatMemoryTable } from '../train/bench-memory.js';
 import { benchTrain, DEFAULT_TRAIN_BENCH, formatTrainTable, TORCH_PEER } from '../train/bench-train.js';
 import { train } from '../train/train.js';
@@ -127,6 +128,7 @@ interface BenchFlags {
   ranksPerHost?: number[];
   seqLens?: number[];
   rounds?: number;
+  hosts?: boolean;
 }
 
 /** The flags of the one-layer suites (attention, documents) over the suite's defaults. */
@@ -145,7 +147,7 @@ function layerFlags<T extends { seqLen: number; heads: number; kvHeads: number; 
 const FLAG_NAMES: Record<keyof BenchFlags, string> = {
   config: '--config', set: '--set', steps: '--steps', warmup: '--warmup', reps: '--reps',
   seqLen: '--seq-len', heads: '--heads', kvHeads: '--kv-heads', headDim: '--head-dim',
-  rates: '--rates', ranksPerHost: '--ranks-per-host', seqLens: '--seq-lens', rounds: '--rounds',
+  rates: '--rates', ranksPerHost: '--ranks-per-host', seqLens: '--seq-lens', rounds: '--rounds', hosts: '--hosts',
 };
 
 /** The flags each suite reads; a flag given to a suite that does not read it is an error rather than silently ignored. */
@@ -158,7 +160,7 @@ const SUITE_FLAGS = {
   cluster: ['config', 'set', 'steps', 'warmup', 'rates', 'ranksPerHost'],
   generate: ['warmup', 'reps'],
   train: ['steps', 'seqLens', 'rounds'],
-  plan: ['config', 'set', 'steps', 'warmup'],
+  plan: ['config', 'set', 'steps', 'warmup', 'hosts', 'rates'],
 } as const satisfies Record<string, ReadonlyArray<keyof BenchFlags>>;
 type Suite = keyof typeof SUITE_FLAGS;
 
@@ -204,7 +206,7 @@ function userFixable(e: unknown): Error | undefined {
 program
   .command('bench')
   .description('benchmark a suite (docs/bench.md); JSON on stdout, a table on stderr')
-  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "documents": one TwoDAttention layer on packed documents (many short, 2 long at the end), zigzag vs balanced sharding, ring (cp 4) and usp (hp 2 × cp 2), with one causal document as reference; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md); "generate": ms per new token generating 64, 128, 256 tokens with and without the KV cache on a small model; "train": the issue-11 model (dim 256, 4 layers, 8/2 heads, ffn 688, blas) on 2 ranks (hp 2) at seqLen 4096 and 8192, step time broken down into attention, GEMM and elementwise kernels, outside kernels and communication, against the PyTorch peer (chunked and naive attention) alternating; "plan": the planner\'s predicted step time on a CPU profile measured here vs the measured step, ulysses/ring/usp/loongtrain at sp 2 and 4 (docs/plan.md)', 'layouts')
+  .argument('[suite]', '"layouts": training steps of a config under each layout (1 rank, Ulysses, ring, 2D); "attention": one TwoDAttention layer under the ulysses, ring, usp and loongtrain presets at sp 4 and 8; "documents": one TwoDAttention layer on packed documents (many short, 2 long at the end), zigzag vs balanced sharding, ring (cp 4) and usp (hp 2 × cp 2), with one causal document as reference; "kernels": GEMM, attention block and training-step speed of each kernel backend against the peak (docs/kernels-blas.md); "memory": peak bytes per rank and step time for sp 1, 2, 4, 8 × checkpoint policy, predicted vs measured, and the longest trainable sequence (docs/memory.md); "cluster": the presets and placements on 2 test hosts over Open MPI with the link between them unshaped and shaped (root, iproute2, Open MPI; docs/bench.md); "generate": ms per new token generating 64, 128, 256 tokens with and without the KV cache on a small model; "train": the issue-11 model (dim 256, 4 layers, 8/2 heads, ffn 688, blas) on 2 ranks (hp 2) at seqLen 4096 and 8192, step time broken down into attention, GEMM and elementwise kernels, outside kernels and communication, against the PyTorch peer (chunked and naive attention) alternating; "plan": the planner\'s predicted step time on a CPU profile measured here vs the measured step, ulysses/ring/usp/loongtrain at sp 2 and 4 on the threads backend, or with --hosts on 2 test hosts over Open MPI (1 and 2 ranks per host, link shaped by --rates; root, iproute2, Open MPI) (docs/plan.md)', 'layouts')
   .option('-c, --config <file>', 'layouts, kernels, memory: TOML config file (default: built-in defaults; kernels, memory: configs/demo.toml)')
   .option('-s, --set <key=value>', 'layouts, kernels, memory: override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--steps <n>', `layouts, kernels, memory, train: training steps per layout, backend or run (default 8; memory ${DEFAULT_MEMORY_BENCH.steps}; train ${DEFAULT_TRAIN_BENCH.steps} per round, the first left out)`, num)
@@ -214,7 +216,8 @@ program
   .option('--heads <n>', `attention, documents: query heads (default ${DEFAULT_ATTENTION_OPTIONS.heads})`, num)
   .option('--kv-heads <n>', `attention, documents: KV heads (default ${DEFAULT_ATTENTION_OPTIONS.kvHeads}, documents ${DEFAULT_DOCUMENTS_BENCH.kvHeads})`, num)
   .option('--head-dim <n>', `attention, documents: head dimension (default ${DEFAULT_ATTENTION_OPTIONS.headDim}, documents ${DEFAULT_DOCUMENTS_BENCH.headDim})`, num)
-  .option('--rates <list>', `cluster: link rates between the 2 test hosts, comma-separated tc rates or "unshaped" (default ${DEFAULT_CLUSTER_BENCH.rates.join(',')})`, (v: string) => v.split(',').map((x) => x.trim()).filter((x) => x !== ''))
+  .option('--hosts', `plan: compare on 2 test hosts over Open MPI instead of the threads backend (default link ${DEFAULT_HOSTS_PLAN.rates.join(',')}; root, iproute2, Open MPI)`)
+  .option('--rates <list>', `cluster, plan --hosts: link rates between the 2 test hosts, comma-separated tc rates or "unshaped" (default ${DEFAULT_CLUSTER_BENCH.rates.join(',')}; plan --hosts ${DEFAULT_HOSTS_PLAN.rates.join(',')})`, (v: string) => v.split(',').map((x) => x.trim()).filter((x) => x !== ''))
   .option('--ranks-per-host <list>', `cluster: ranks on each of the 2 hosts, comma-separated (default ${DEFAULT_CLUSTER_BENCH.ranksPerHost.join(',')})`, (v: string) => v.split(',').map(Number))
   .option('--seq-lens <list>', `train: sequence lengths, comma-separated (default ${DEFAULT_TRAIN_BENCH.seqLens.join(',')})`, (v: string) => v.split(',').map((x) => Number(x.trim())))
   .option('--rounds <n>', `train: rounds per sequence length of ours → torch chunked → torch naive (default ${DEFAULT_TRAIN_BENCH.rounds})`, num)
@@ -271,6 +274,13 @@ program
       const warmup = opts.warmup ?? d.warmup;
       if (!Number.isInteger(steps) || !Number.isInteger(warmup) || warmup < 0 || steps <= warmup) throw new ConfigError(`--steps ${steps} and --warmup ${warmup} are invalid: use integers with 0 ≤ warmup < steps`);
       const config = loadConfig(opts.config ?? fileURLToPath(new URL('../../../configs/demo.toml', import.meta.url)), opts.set);
+      if (opts.hosts === true) {
+        const report = await benchPlanHosts(config, hostsComparisonLayouts(), { rates: opts.rates ?? DEFAULT_HOSTS_PLAN.rates, steps, warmup });
+        process.stderr.write(formatHostsPlanTable(report) + '\n');
+        process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+        return;
+      }
+      if (opts.rates !== undefined) throw new ConfigError('bench plan: --rates applies only with --hosts (the link between the 2 test hosts)');
       const report = await benchPlan(config, cpuComparisonLayouts(), steps, warmup);
       process.stderr.write(formatPlanBenchTable(report) + '\n');
       process.stdout.write(JSON.stringify(report, null, 2) + '\n');

@@ -239,7 +239,7 @@ export async function measureCpuRates(model: ModelConfig, seqLen: number, kernel
 }
 
 /** The planner's layout of a resolved [parallel] request on our trainer (fp32, the config's ZeRO and checkpoint). */
-function planLayoutOf(cfg: Config, request: LayoutRequest): { layout: PlanLayout; dims: ParallelDims } {
+export function planLayoutOf(cfg: Config, request: LayoutRequest): { layout: PlanLayout; dims: ParallelDims } {
   const p = resolveLayout(request);
   const dims = new ParallelDims(p);
   validateLayout(dims, { heads: cfg.model.heads, kvHeads: cfg.model.kvHeads, seqLen: cfg.train.seqLen });
@@ -253,12 +253,17 @@ function planLayoutOf(cfg: Config, request: LayoutRequest): { layout: PlanLayout
   };
 }
 
-/** The step of `request` on our CPU trainer as the planner predicts it, and whether its arena peak fits train.arenaMiB. */
-export function predictCpuStep(cfg: Config, request: LayoutRequest, rates: CpuRates): { prediction: StepPrediction; peakBytesPerRank: number; arenaBytes: number; fits: boolean; profile: GpuProfile } {
+/**
+ * The step of `request` on our CPU trainer as the planner predicts it, and whether its arena peak fits train.arenaMiB.
+ * `place` turns the layout's CPU profile into the cluster it runs on; by default one node of all
+ * its ranks (the threads backend); src/plan/hosts.ts places it on 2 test hosts.
+ */
+export function predictCpuStep(cfg: Config, request: LayoutRequest, rates: CpuRates, place?: (gpu: GpuProfile, dims: ParallelDims) => PlanCluster): { prediction: StepPrediction; peakBytesPerRank: number; arenaBytes: number; fits: boolean; profile: GpuProfile } {
   const { layout, dims } = planLayoutOf(cfg, request);
   const arenaBytes = cfg.train.arenaMiB * 2 ** 20;
-  const gpu = cpuProfile(rates, dims.hp, dims.cp, arenaBytes);
-  const cluster: PlanCluster = { gpu, gpus: dims.world, gpusPerNode: dims.world, nicsPerNode: 1, nicBytesPerSec: gpu.nicBytesPerSec };
+  const cpuGpu = cpuProfile(rates, dims.hp, dims.cp, arenaBytes);
+  const cluster: PlanCluster = place !== undefined ? place(cpuGpu, dims) : { gpu: cpuGpu, gpus: dims.world, gpusPerNode: dims.world, nicsPerNode: 1, nicBytesPerSec: cpuGpu.nicBytesPerSec };
+  const gpu = cluster.gpu;
   const base = predictStep({ model: cfg.model, seqLen: cfg.train.seqLen, batch: cfg.train.batchSize, bytesPerElement: 4 }, layout, cluster);
   const mem = cpuMemory(cfg, layout);
   // CPU-only term: the arena zero-fills Tensor.zeros allocations (src/tensor/arena.ts); the
