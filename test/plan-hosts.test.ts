@@ -22,11 +22,11 @@ const DEMO = fileURLToPath(new URL('../../configs/demo.toml', import.meta.url));
  * scale: ulysses sp 2 and usp sp 2 are the same 2×1 layout, yet measured up to 22% apart within
  * one run. So the assertion is the band that held, not 20%: every layout within [0.3, 1.5] (as
  * test/plan-machine.test.ts for threads) and the median ratio of the 9 layouts within
- * [0.6, 1.3] (it was 0.68–0.89).
+ * [0.5, 1.3] (it was 0.68–0.89 in 6 runs; 0.5 leaves room for a slower CI machine).
  */
 const LOW = 0.3;
 const HIGH = 1.5;
-const MEDIAN_LOW = 0.6;
+const MEDIAN_LOW = 0.5;
 const MEDIAN_HIGH = 1.3;
 
 before(() => checkTestHosts());
