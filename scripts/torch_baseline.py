@@ -25,10 +25,29 @@ import sys
 import tempfile
 import time
 
+
+def openblas_coretype():
+    """OpenBLAS's kernel set for this CPU by the rule of src/kernels/blas/library.ts's openBlasCoreType
+    (Debian's DYNAMIC_ARCH 0.3.21 falls back to SSE3 kernels on a CPU newer than itself, such as
+    Sapphire Rapids: about 5x slower SGEMM), so that torch's GEMMs run the kernels ours do."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return None
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        return "SkylakeX"
+    return "Haswell" if {"avx2", "fma"} <= flags else None
+
+
+# Both are read once, when torch loads libgomp and OpenBLAS, so they are set before the import.
 # Debian's torch runs OpenMP threads and OpenBLAS's own pthreads side by side: with OpenMP's
-# default busy-waiting they fight over the 2 cores (10x slower steps on a shared machine). Passive
-# waiting keeps both thread pools and their speed; must be set before torch loads libgomp.
+# default busy-waiting they fight over the 2 cores (10x slower steps on a shared machine); passive
+# waiting keeps both thread pools and their speed. A caller's own OPENBLAS_CORETYPE wins, as for ours.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_CORE = openblas_coretype()
+if _CORE is not None:
+    os.environ.setdefault("OPENBLAS_CORETYPE", _CORE)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

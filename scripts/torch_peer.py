@@ -32,31 +32,12 @@ import resource
 import sys
 
 
-def openblas_coretype():
-    """OpenBLAS's kernel set for this CPU by the rule of src/kernels/blas/library.ts's openBlasCoreType
-    (Debian's DYNAMIC_ARCH 0.3.21 falls back to SSE3 kernels on a CPU newer than itself, such as
-    Sapphire Rapids: about 5x slower SGEMM), so that torch's GEMMs run the kernels ours do."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
-    except OSError:
-        return None
-    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
-        return "SkylakeX"
-    return "Haswell" if {"avx2", "fma"} <= flags else None
-
-
-# Both read once, when torch loads libgomp and OpenBLAS. Passive OpenMP waiting: torch_baseline.py
-# says why. A caller's own OPENBLAS_CORETYPE wins, as for ours.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-_CORE = openblas_coretype()
-if _CORE is not None:
-    os.environ.setdefault("OPENBLAS_CORETYPE", _CORE)
+# torch_baseline sets OMP_WAIT_POLICY and OPENBLAS_CORETYPE before it loads torch (both are read
+# once, when torch loads libgomp and OpenBLAS), so it is imported first.
+from torch_baseline import RMSNorm, rope, timed_steps  # noqa: E402  (this script's folder is on sys.path)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-from torch_baseline import RMSNorm, rope, timed_steps  # noqa: E402  (this script's folder is on sys.path)
 
 # Issue 11's model; vocab 257 = the byte tokenizer's 256 bytes + separator.
 ISSUE_MODEL = dict(dim=256, layers=4, heads=8, kv_heads=2, ffn_dim=688, vocab=257, rope_theta=10000.0, norm_eps=1e-5)
