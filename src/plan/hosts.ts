@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -6,11 +6,10 @@ import { ConfigError } from '../errors.js';
 import type { ParallelDims } from '../parallel/dims.js';
 import { resolveLayout, type LayoutRequest } from '../parallel/presets.js';
 import { machineInfo, median, table, type MachineInfo } from '../train/bench-common.js';
-import { configToToml, type Config } from '../train/config.js';
-import type { StepMetrics } from '../train/metrics.js';
-import { checkTestHosts, testHostsDown, testHostsRun, testHostsUp } from '../train/test-hosts.js';
+import type { Config } from '../train/config.js';
+import { checkLinkRates, checkTestHosts, testHostsDown, testHostsRun, testHostsUp, trainOnTestHosts } from '../train/test-hosts.js';
 import type { PlanCluster } from './cost.js';
-import { measureCpuRates, planLayoutOf, predictCpuStep, type CpuRates } from './cpu.js';
+import { cpuComparisonLayouts, measureCpuRates, planLayoutOf, predictCpuStep, type CpuRates } from './cpu.js';
 import type { GpuProfile } from './profiles.js';
 
 /**
@@ -46,19 +45,12 @@ export interface HostsLayout {
  * sp 2 every group spans both hosts, and at hp 1 the placement changes nothing.
  */
 export function hostsComparisonLayouts(ranksPerHost: readonly number[] = [1, 2]): HostsLayout[] {
-  const out: HostsLayout[] = [];
-  for (const perHost of ranksPerHost) {
-    const sp = 2 * perHost;
-    const base = { dp: 1, sp } as const;
-    out.push({ name: `ulysses sp ${sp}`, ranksPerHost: perHost, request: { ...base, placement: 'head-first', preset: 'ulysses' } });
-    out.push({ name: `ring sp ${sp}`, ranksPerHost: perHost, request: { ...base, placement: 'head-first', preset: 'ring' } });
-    const placements = sp >= 4 ? (['head-first', 'context-first'] as const) : (['head-first'] as const);
-    for (const placement of placements) {
-      out.push({ name: `usp sp ${sp}${placements.length > 1 ? ` ${placement}` : ''}`, ranksPerHost: perHost, request: { ...base, placement, preset: 'usp', hp: 2 } });
-    }
-    out.push({ name: `loongtrain sp ${sp}`, ranksPerHost: perHost, request: { ...base, placement: 'head-first', preset: 'loongtrain', hp: 1, innerRingSize: Math.max(1, sp / 2) } });
-  }
-  return out;
+  return ranksPerHost.flatMap((perHost) =>
+    cpuComparisonLayouts([2 * perHost]).flatMap((l): HostsLayout[] => {
+      if (l.request.preset !== 'usp' || 2 * perHost < 4) return [{ ...l, ranksPerHost: perHost }];
+      return (['head-first', 'context-first'] as const).map((placement) => ({ name: `${l.name} ${placement}`, ranksPerHost: perHost, request: { ...l.request, placement } }));
+    }),
+  );
 }
 
 /** The links measured with MPI ping-pongs: inside one host (shared memory) and between the 2 hosts (the shaped link). */
@@ -96,10 +88,9 @@ export interface HostsPlanReport {
   rows: HostsPlanRow[];
 }
 
-/** 10 steps, the first 5 left out (as the threads plan bench); the inter-host link at 1 Gbit/s (as bench cluster and the test-hosts tests). */
-export const DEFAULT_HOSTS_PLAN = { rates: ['1gbit'], steps: 10, warmup: 5 } as const;
+/** The inter-host link at 1 Gbit/s, as bench cluster and the test-hosts tests shape it; steps and warmup are DEFAULT_PLAN_BENCH's, as for threads. */
+export const DEFAULT_HOSTS_PLAN = { rates: ['1gbit'] } as const;
 
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const LINK_MAIN = fileURLToPath(new URL('./hosts-link-main.js', import.meta.url));
 /** No core binding: the namespaces' ranks share the cores as the threads backend's do (src/comm/mpi/mpirun.ts localMpirunArgs). */
 const MPIRUN_OPTS = ['--bind-to', 'none'];
@@ -160,7 +151,7 @@ export async function benchPlanHosts(cfg: Config, layouts: readonly HostsLayout[
   if (!Number.isInteger(steps) || !Number.isInteger(warmup) || warmup < 0 || steps <= dropped) {
     throw new ConfigError(`--steps ${steps} and --warmup ${warmup} are invalid: use integers with 0 ≤ warmup and steps > max(1, warmup)`);
   }
-  if (opts.rates.length === 0) throw new ConfigError('--rates is empty: give tc rates such as 1gbit, or "unshaped"');
+  checkLinkRates(opts.rates);
   const plans = layouts.map((l) => ({ ...l, ...planLayoutOf(cfg, l.request), parallel: resolveLayout(l.request) }));
   checkTestHosts();
   const shapes = plans.map((p) => ({ hp: p.dims.hp, cp: p.dims.cp }));
@@ -178,19 +169,7 @@ export async function benchPlanHosts(cfg: Config, layouts: readonly HostsLayout[
       links[rate] = link;
       for (const p of plans) {
         const dir = join(scratch, `${rate}-${p.name.replace(/\W+/g, '-')}`);
-        const run: Config = {
-          ...cfg,
-          parallel: p.parallel,
-          train: { ...cfg.train, steps, backend: 'auto' },
-          optim: { ...cfg.optim, warmupSteps: Math.min(cfg.optim.warmupSteps, steps) },
-          save: { ...cfg.save, dir: join(dir, 'checkpoints'), every: 0 },
-          log: { ...cfg.log, dir, progress: 'none', trace: false },
-        };
-        const toml = join(scratch, 'config.toml');
-        writeFileSync(toml, configToToml(run));
-        const job = await testHostsRun(p.dims.world, p.ranksPerHost, [...MPIRUN_OPTS, process.execPath, CLI, 'train', '--config', toml], 600_000);
-        if (job.code !== 0) throw new Error(`plan --hosts: ${p.name} at ${rate} with ${p.ranksPerHost} rank${p.ranksPerHost === 1 ? '' : 's'} per host failed (exit ${job.code}):\n${job.stderr.slice(-4000)}`);
-        const metrics = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepMetrics);
+        const metrics = await trainOnTestHosts(cfg, p.parallel, { steps, perHost: p.ranksPerHost, dir, what: `plan --hosts: ${p.name} at ${rate}`, limitMs: 600_000, mpirunArgs: MPIRUN_OPTS });
         measured.push({ rate, plan: p, measuredMs: median(metrics.slice(dropped).map((s) => s.stepMs)) });
       }
     }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,9 +8,8 @@ import { ConfigError } from '../errors.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import { resolveLayout, type LayoutRequest } from '../parallel/presets.js';
 import { machineInfo, median, table, type MachineInfo } from './bench-common.js';
-import { configToToml, type Config } from './config.js';
-import type { StepMetrics } from './metrics.js';
-import { checkTestHosts, hostSentBytes, testHostsDown, testHostsExec, testHostsRun, testHostsUp } from './test-hosts.js';
+import type { Config } from './config.js';
+import { checkLinkRates, checkTestHosts, hostSentBytes, testHostsDown, testHostsExec, testHostsUp, trainOnTestHosts } from './test-hosts.js';
 
 /**
  * `npm run bench -- cluster`: the presets on 2 test hosts (scripts/test-hosts.sh) whose link is
@@ -84,7 +83,6 @@ export interface ClusterBenchReport {
   results: ClusterResult[];
 }
 
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const PROBE = fileURLToPath(new URL('../../../scripts/link-probe.mjs', import.meta.url));
 
 /** Throughput and RTT between lt-h0 and lt-h1 with scripts/link-probe.mjs (bounded: 64 MiB, 60 s). */
@@ -122,7 +120,7 @@ export async function benchCluster(opts: ClusterBenchOptions): Promise<ClusterBe
   for (const n of opts.ranksPerHost) {
     if (!Number.isInteger(n) || n < 2 || (n & (n - 1)) !== 0) throw new ConfigError(`--ranks-per-host ${n} is invalid: use powers of two ≥ 2 (sp = 2 × ranks per host)`);
   }
-  if (opts.rates.length === 0) throw new ConfigError('--rates is empty: give tc rates such as 1gbit, or "unshaped"');
+  checkLinkRates(opts.rates);
   const plans = opts.ranksPerHost.map((perHost) => {
     const layouts = clusterLayouts(2 * perHost).map((l) => {
       const parallel = resolveLayout(l.request);
@@ -144,20 +142,9 @@ export async function benchCluster(opts: ClusterBenchOptions): Promise<ClusterBe
         const group: ClusterResult[] = [];
         for (const { name, parallel } of layouts) {
           const dir = join(scratch, `${rate}-${perHost}-${name.replace(/\W+/g, '-')}`);
-          const cfg: Config = {
-            ...config,
-            parallel,
-            train: { ...config.train, steps, backend: 'auto' },
-            optim: { ...config.optim, warmupSteps: Math.min(config.optim.warmupSteps, steps) },
-            save: { ...config.save, dir: join(dir, 'checkpoints'), every: 0 },
-            log: { ...config.log, dir, progress: 'none', trace: false },
-          };
-          writeFileSync(join(scratch, 'config.toml'), configToToml(cfg));
           const before = hostSentBytes('lt-h0') + hostSentBytes('lt-h1');
-          const run = await testHostsRun(2 * perHost, perHost, [process.execPath, CLI, 'train', '--config', join(scratch, 'config.toml')], 1_800_000);
-          if (run.code !== 0) throw new Error(`cluster bench: ${name} at ${rate} with ${perHost} ranks per host failed (exit ${run.code}):\n${run.stderr.slice(-4000)}`);
+          const rows = await trainOnTestHosts(config, parallel, { steps, perHost, dir, what: `cluster bench: ${name} at ${rate}`, limitMs: 1_800_000 });
           const linkBytes = hostSentBytes('lt-h0') + hostSentBytes('lt-h1') - before;
-          const rows = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepMetrics);
           const measured = rows.slice(warmup);
           const last = rows[rows.length - 1]!;
           const dims = new ParallelDims(parallel);

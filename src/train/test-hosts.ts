@@ -1,6 +1,10 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../errors.js';
+import { configToToml, type Config } from './config.js';
+import type { StepMetrics } from './metrics.js';
 
 /**
  * The project's test hosts (scripts/test-hosts.sh): network namespaces on a private subnet made
@@ -11,6 +15,7 @@ import { fileURLToPath } from 'node:url';
  */
 
 const SCRIPT = fileURLToPath(new URL('../../../scripts/test-hosts.sh', import.meta.url));
+const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 /** The install command named when a tool the test hosts need is missing. */
 export const TEST_HOSTS_INSTALL = 'apt-get install iproute2 openmpi-bin libopenmpi-dev';
@@ -20,6 +25,20 @@ export interface TestHostsOptions {
   rate?: string;
   /** Ranks each host takes (hostfile slots). */
   slots: number;
+}
+
+/** tc's rate units, as scripts/test-hosts.sh reads them (SI and binary bits or bytes per second; a bare number is bits/s). */
+const TC_RATE = /^[0-9]+(\.[0-9]+)?(|bit|kbit|mbit|gbit|tbit|kibit|mibit|gibit|tibit|bps|kbps|mbps|gbps|tbps|kibps|mibps|gibps|tibps)$/i;
+
+/**
+ * Check the benchmarks' link rates before any host is made: each "unshaped" or a tc rate.
+ * @throws ConfigError naming the first bad rate and the valid forms, or an empty list.
+ */
+export function checkLinkRates(rates: readonly string[]): void {
+  if (rates.length === 0) throw new ConfigError('--rates is empty: give tc rates such as 1gbit, or "unshaped"');
+  for (const rate of rates) {
+    if (rate !== 'unshaped' && !TC_RATE.test(rate)) throw new ConfigError(`--rates: "${rate}" is not a link rate: use "unshaped" or a tc rate, a number with a unit such as 1gbit, 200mbit, 50mbps`);
+  }
 }
 
 function script(args: readonly string[]): string {
@@ -83,4 +102,42 @@ export function hostSentBytes(host: string): number {
   const bytes = link?.stats64?.tx?.bytes;
   if (typeof bytes !== 'number') throw new Error(`no transmit counter for ${host}'s eth0: ${out}`);
   return bytes;
+}
+
+export interface TestHostsTrainOptions {
+  steps: number;
+  /** Ranks on each of the 2 hosts. */
+  perHost: number;
+  /** The run's log folder (metrics.jsonl); its config goes to `<dir>.toml`. */
+  dir: string;
+  /** What the run is, for the error: "cluster bench: ring at 1gbit". */
+  what: string;
+  limitMs: number;
+  /** mpirun options before the program (e.g. --bind-to none). */
+  mpirunArgs?: readonly string[];
+}
+
+/**
+ * Train `steps` steps of `config` with layout `parallel` under mpirun on 2 test hosts made by
+ * testHostsUp, `perHost` ranks on each, with no checkpoints, progress or trace (the benchmarks'
+ * runs).
+ * @returns rank 0's metrics rows, one per step.
+ * @throws Error naming `what`, the exit code and the tail of the job's output when it fails.
+ */
+export async function trainOnTestHosts(config: Config, parallel: Config['parallel'], opts: TestHostsTrainOptions): Promise<StepMetrics[]> {
+  const { steps, perHost, dir } = opts;
+  const run: Config = {
+    ...config,
+    parallel,
+    train: { ...config.train, steps, backend: 'auto' },
+    optim: { ...config.optim, warmupSteps: Math.min(config.optim.warmupSteps, steps) },
+    save: { ...config.save, dir: join(dir, 'checkpoints'), every: 0 },
+    log: { ...config.log, dir, progress: 'none', trace: false },
+  };
+  const toml = `${dir}.toml`;
+  writeFileSync(toml, configToToml(run));
+  const world = 2 * perHost;
+  const job = await testHostsRun(world, perHost, [...(opts.mpirunArgs ?? []), process.execPath, CLI, 'train', '--config', toml], opts.limitMs);
+  if (job.code !== 0) throw new Error(`${opts.what} with ${perHost} rank${perHost === 1 ? '' : 's'} per host failed (exit ${job.code}):\n${job.stderr.slice(-4000)}`);
+  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepMetrics);
 }
