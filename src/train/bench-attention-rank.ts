@@ -123,8 +123,8 @@ export function run(ctx: RankContext, a: AttentionBenchRankArgs): AttentionBench
     groups.world.barrier();
     ctx.resetCounters();
     const hops = { ...attn.ringCounters };
-    const start = performance.now();
     const cpuStart = threadCpuMs();
+    const start = performance.now();
     const saved = attn.forward(q, k, v, layout);
     const forward = ctx.counters();
     ctx.resetCounters();

@@ -234,8 +234,8 @@ export async function benchDocuments(opts: DocumentsBenchOptions): Promise<Docum
       busyMs: median(r.ms.map((x, i) => x - r.waitMs[i]!)),
       ...(r.cpuMs.length === opts.reps ? { cpuMs: median(r.cpuMs) } : {}),
     }));
-    const hasCpu = ranks.every((r) => r.cpuMs.length === opts.reps);
-    const runs = Array.from({ length: opts.reps }, (_, i) => ranks.map((r) => r.cpuMs[i]!));
+    // Per measured run, every rank's CPU ms; absent where the OS does not report them.
+    const cpuRuns = ranks.every((r) => r.cpuMs.length === opts.reps) ? Array.from({ length: opts.reps }, (_, i) => ranks.map((r) => r.cpuMs[i]!)) : undefined;
     results.push({
       ...layout,
       sp,
@@ -249,7 +249,9 @@ export async function benchDocuments(opts: DocumentsBenchOptions): Promise<Docum
       reps: opts.reps,
       median: { ms, commWaitShare },
       vsZigzag: 1,
-      ...(hasCpu ? { cpu: { maxMs: median(runs.map((xs) => Math.max(...xs))), totalMs: median(runs.map((xs) => xs.reduce((a, b) => a + b, 0))), maxVsZigzag: 1 } } : {}),
+      ...(cpuRuns !== undefined
+        ? { cpu: { maxMs: median(cpuRuns.map((xs) => Math.max(...xs))), totalMs: median(cpuRuns.map((xs) => xs.reduce((a, b) => a + b, 0))), maxVsZigzag: 1 } }
+        : {}),
     });
   }
   for (const r of results) {

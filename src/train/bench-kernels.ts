@@ -164,7 +164,8 @@ export function timeMedian(fn: () => void, warmup: number, reps: number, between
 /**
  * Like {@link timeMedian} for cases of very different cost: the first run is always untimed
  * and sizes the rest, `min(reps, ⌊budgetMs / its time⌋)` measured runs (at least 1), after the
- * remaining `warmup − 1` untimed ones only when everything fits the budget.
+ * remaining `warmup − 1` untimed ones only when everything fits the budget. `between` runs
+ * before each measured run, as in timeMedian; the budget counts `fn`'s runs only.
  */
 export function timeWithinBudget(fn: () => void, warmup: number, reps: number, budgetMs: number, between?: () => void): { medianMs: number; reps: number } {
   const t0 = performance.now();
