@@ -174,6 +174,8 @@ describe('blas attention (GEMM tiles) against the reference', () => {
   attentionKernelTests('blas', createKernels('blas', own), own, (a) => createKernels('blas', a), r, [
     { label: `causal over 3 query blocks, GQA 4:2, d = 64 (S = ${2 * bq + 37})`, sq: 2 * bq + 37, sk: 2 * bq + 37, heads: 4, kvHeads: 2, d: 64, mask: CAUSAL },
     { label: `non-causal ${bq + 1} × ${2 * bk + 1}, d = 128`, sq: bq + 1, sk: 2 * bk + 1, heads: 1, kvHeads: 1, d: 128, mask: NONE },
+    // A last key tile of 36 columns, every row unmasked: the softmax's four-wide maximum loop runs twice, then its 4-lane tail.
+    { label: `non-causal 70 × ${bk + 36}, d = 64`, sq: 70, sk: bk + 36, heads: 2, kvHeads: 1, d: 64, mask: NONE },
     { label: 'causal offset +300 (a later key block of a ring), Sq = 300 < Sk = 600, d = 32', sq: 300, sk: 600, heads: 2, kvHeads: 1, d: 32, mask: { kind: 'causal', offset: 300 } },
     { label: 'causal offset −260, Sq = Sk = 520 (rows 0–259 see nothing), d = 3', sq: 520, sk: 520, heads: 2, kvHeads: 2, d: 3, mask: { kind: 'causal', offset: -260 } },
     { label: 'documents from cu_seqlens, short and long, MQA 4:1, d = 32, S = 700', sq: 700, sk: 700, heads: 4, kvHeads: 1, d: 32, mask: documentMask([0, 5, 260, 261, 300, 517, 700], 0, 700, 0, 700) },
