@@ -13,7 +13,7 @@ import { machineInfo, table, type MachineInfo } from '../train/bench-common.js';
 import { attentionCase, corePeaks, gemmCase, timeMedian } from '../train/bench-kernels.js';
 import type { Config } from '../train/config.js';
 import { predictStep, type PlanCluster, type PlanLayout, type StepPrediction } from './cost.js';
-import type { LinkRankArgs } from './cpu-link-rank.js';
+import { LINK_LAUNCH, linkFromOneWay } from './cpu-link-rank.js';
 import type { RatesRankArgs } from './cpu-rates-rank.js';
 import type { GpuProfile } from './profiles.js';
 
@@ -167,12 +167,8 @@ function zeroFillGBps(arena: Arena): number {
 
 /** One-way time of a small and a large f32 message between 2 ranks of the threads backend: α and bandwidth. */
 export async function measureLink(): Promise<{ linkGBps: number; linkLatencyUs: number }> {
-  const sizes = [16, 1 << 18];
-  const args: LinkRankArgs = { sizes, warmup: 5, reps: 31 };
-  const ranks = (await launchRanks({ world: 2, entry: new URL('./cpu-link-rank.js', import.meta.url).href, args, timeoutMs: 60_000, arenaBytes: 16 * 2 ** 20 })) as Array<{ oneWayMs: number[] } | null>;
-  const [small, large] = ranks[0]!.oneWayMs as [number, number];
-  const bytes = 4 * (sizes[1]! - sizes[0]!);
-  return { linkLatencyUs: small * 1e3, linkGBps: bytes / Math.max(1e-6, large - small) / 1e6 };
+  const ranks = (await launchRanks(LINK_LAUNCH)) as Array<{ oneWayMs: number[] } | null>;
+  return linkFromOneWay(ranks[0]!.oneWayMs);
 }
 
 /** Measure the kernel rates of the layouts' shapes on this thread (a few seconds). */

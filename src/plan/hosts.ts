@@ -9,6 +9,7 @@ import { machineInfo, median, table, type MachineInfo } from '../train/bench-com
 import type { Config } from '../train/config.js';
 import { checkLinkRates, checkTestHosts, testHostsDown, testHostsRun, testHostsUp, trainOnTestHosts } from '../train/test-hosts.js';
 import type { PlanCluster } from './cost.js';
+import { linkFromOneWay } from './cpu-link-rank.js';
 import { cpuComparisonLayouts, measureCpuRates, planLayoutOf, predictCpuStep, type CpuRates } from './cpu.js';
 import type { GpuProfile } from './profiles.js';
 
@@ -94,16 +95,14 @@ export const DEFAULT_HOSTS_PLAN = { rates: ['1gbit'] } as const;
 const LINK_MAIN = fileURLToPath(new URL('./hosts-link-main.js', import.meta.url));
 /** No core binding: the namespaces' ranks share the cores as the threads backend's do (src/comm/mpi/mpirun.ts localMpirunArgs). */
 const MPIRUN_OPTS = ['--bind-to', 'none'];
-const LINK_SIZES = [16, 1 << 18];
 
 /** α and bandwidth of a ping-pong between 2 ranks placed `perHost` per host (2: one host; 1: across the link). */
 async function measureHostsLink(scratch: string, perHost: 1 | 2): Promise<{ gbps: number; latencyUs: number }> {
   const out = join(scratch, `link-${perHost}.json`);
-  const run = await testHostsRun(2, perHost, [...MPIRUN_OPTS, process.execPath, LINK_MAIN, out, LINK_SIZES.join(',')], 120_000);
+  const run = await testHostsRun(2, perHost, [...MPIRUN_OPTS, process.execPath, LINK_MAIN, out], 120_000);
   if (run.code !== 0) throw new Error(`plan --hosts: the MPI link ping-pong (${perHost} rank${perHost === 1 ? '' : 's'} per host) failed (exit ${run.code}):\n${run.stderr.slice(-4000)}`);
-  const { oneWayMs } = JSON.parse(readFileSync(out, 'utf8')) as { oneWayMs: [number, number] };
-  const bytes = 4 * (LINK_SIZES[1]! - LINK_SIZES[0]!);
-  return { latencyUs: oneWayMs[0] * 1e3, gbps: bytes / Math.max(1e-6, oneWayMs[1] - oneWayMs[0]) / 1e6 };
+  const { linkLatencyUs, linkGBps } = linkFromOneWay((JSON.parse(readFileSync(out, 'utf8')) as { oneWayMs: number[] }).oneWayMs);
+  return { latencyUs: linkLatencyUs, gbps: linkGBps };
 }
 
 /** Each rate the higher of two measurements of the same shapes (before and after the runs). */

@@ -34,6 +34,8 @@ function zeroByCategory(): Record<MemoryCategory, number> {
 export class Arena {
   readonly memory: WebAssembly.Memory;
   readonly buffer: SharedArrayBuffer;
+  /** The whole memory as f32s (it never grows, so the view stays valid): element i is bytes 4i … 4i + 3. */
+  readonly floats: Float32Array;
   readonly limitBytes: number;
   readonly rank: number;
   /** Free blocks as [offset, size] sorted by offset, coalesced. */
@@ -56,6 +58,7 @@ export class Arena {
     const pages = Math.ceil(bytes / WASM_PAGE);
     this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
     this.buffer = this.memory.buffer as unknown as SharedArrayBuffer;
+    this.floats = new Float32Array(this.buffer);
     this.limitBytes = pages * WASM_PAGE;
     this.rank = rank;
     // Offset 0 is kept back so that a null pointer never names a live tensor.

@@ -57,8 +57,7 @@ function visibleKeyBlocks(start: Int32Array, end: Int32Array, sq: number, sk: nu
  * `scratch` category for the duration of a call.
  */
 export function gemmAttention(sgemm: Sgemm, arena: Arena, tiles: AttentionTiles): Pick<Kernels, 'attentionForward' | 'attentionBackward'> {
-  const mem = new Float32Array(arena.buffer);
-  const f32 = (byteOffset: number): Float32Array => mem.subarray(byteOffset >> 2);
+  const f32 = (byteOffset: number): Float32Array => arena.floats.subarray(byteOffset >> 2);
   const BQ = BLAS_ATTENTION_BLOCK_Q;
   const BK = BLAS_ATTENTION_BLOCK_K;
 
