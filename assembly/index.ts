@@ -6,7 +6,7 @@
  */
 export { matmul, matmulScratchBytes } from './gemm';
 export { attentionForward, attentionForwardScratchBytes, attentionBackward, attentionBackwardScratchBytes, mergeAttention } from './attention';
-export { tileRowsInit, tileSoftmax, tileRowsFinish, tileRowDots, tileProbs, tileScoreGrads } from './attention-tiles';
+export { tileRowsInit, tileSoftmax, tileRowsFinish, tileRowDots, tileProbs, tileNegRows, tileScoreGrads } from './attention-tiles';
 export {
   rmsnormForward, rmsnormBackward, rmsnormBackwardScratchBytes, rope, swigluForward, swigluBackward, crossEntropy,
   embeddingForward, embeddingBackward, adamw, axpy, scale, sumSquares,

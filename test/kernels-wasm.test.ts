@@ -375,11 +375,16 @@ describe('wasm kernels: bad input and bookkeeping', () => {
     const lse = Tensor.zeros(arena, [9, 2]);
     const [dq, dk, dv] = [Tensor.zeros(arena, q.shape), Tensor.zeros(arena, k.shape), Tensor.zeros(arena, k.shape)];
     const afterAttention = arena.stats().liveBytes;
+    // The scale passes the shape checks (its first read), then throws when the kernel reads it inside the scratch region.
+    const scaleThenBoom = (mask: AttentionOptions['mask']): AttentionOptions => {
+      let reads = 0;
+      return { mask, get scale(): number { return reads++ === 0 ? 0.5 : boom(); } };
+    };
     for (const run of [
-      () => K.attentionForward(q, k, k, out, lse, { mask: CAUSAL, get scale(): number { return boom(); } }),
-      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { mask: CAUSAL, get scale(): number { return boom(); } }),
-      () => K.attentionForward(q, k, k, out, lse, { mask: randomRanges(rng, 9, 9), get scale(): number { return boom(); } }),
-      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, { mask: randomRanges(rng, 9, 9), get scale(): number { return boom(); } }),
+      () => K.attentionForward(q, k, k, out, lse, scaleThenBoom(CAUSAL)),
+      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, scaleThenBoom(CAUSAL)),
+      () => K.attentionForward(q, k, k, out, lse, scaleThenBoom(randomRanges(rng, 9, 9))),
+      () => K.attentionBackward(q, k, k, out, lse, q, dq, dk, dv, scaleThenBoom(randomRanges(rng, 9, 9))),
     ]) {
       scratchAtThrow = 0;
       assert.throws(run, /inside the scratch region/);

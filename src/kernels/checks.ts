@@ -1,5 +1,5 @@
 import type { Tensor } from '../tensor/tensor.js';
-import type { AttentionMask, MatmulOptions } from './kernels.js';
+import type { AttentionMask, AttentionOptions, MatmulOptions } from './kernels.js';
 
 /*
  * Argument checks shared by the kernel backends (reference, wasm, blas), so that every backend
@@ -76,10 +76,13 @@ export interface AttentionDims {
 
 /**
  * Check q [Sq, H, d], k and v [Sk, Hkv, d] (H a multiple of Hkv), outputs shaped like q (or
- * like k for names starting dk/dv), lse [Sq, H] and the mask ({@link checkMask}).
- * @throws Error naming the tensor, its shape and the expected shape, or the mask field.
+ * like k for names starting dk/dv), lse [Sq, H], the mask ({@link checkMask}) and the score
+ * scale (positive and finite: the kernels take the row maximum of the unscaled scores).
+ * @throws Error naming the tensor, its shape and the expected shape, the mask field, or the scale.
  */
-export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<string, Tensor>, lse: Tensor, mask: AttentionMask): AttentionDims {
+export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<string, Tensor>, lse: Tensor, opts: AttentionOptions): AttentionDims {
+  const scale = opts.scale;
+  if (!(scale > 0 && Number.isFinite(scale))) throw new Error(`attention: scale = ${scale} is invalid: it must be a positive finite number (normally 1/√d)`);
   if (q.shape.length !== 3) throw new Error(`attention: q must be [Sq, H, d], got shape ${shapeText(q)}`);
   if (k.shape.length !== 3) throw new Error(`attention: k must be [Sk, Hkv, d], got shape ${shapeText(k)}`);
   const [sq, heads, d] = q.shape as [number, number, number];
@@ -97,7 +100,7 @@ export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<stri
   if (lse.shape.length !== 2 || lse.shape[0] !== sq || lse.shape[1] !== heads) {
     throw new Error(`attention: lse has shape ${shapeText(lse)}, expected [Sq, H] = [${sq}, ${heads}] (one natural-log LSE per query row and head, rows in the block's query order)`);
   }
-  checkMask(mask, sq, sk);
+  checkMask(opts.mask, sq, sk);
   return { sq, sk, heads, kvHeads, d, group: heads / kvHeads };
 }
 

@@ -253,6 +253,23 @@ export function attentionKernelTests(label: string, K: Kernels, arena: Arena, fr
     freeAll(q, k, v, dO, o, l, ob, lb, dq, dk, dv);
   });
 
+  it(`${label} ` + 'attention: a scale that is not a positive finite number is refused by forward and backward, naming the value, and nothing is written', () => {
+    const q = rand([3, 2, 4]);
+    const k = rand([5, 2, 4]);
+    const v = rand([5, 2, 4]);
+    const out = rand([3, 2, 4]);
+    const lse = rand([3, 2]);
+    const [dq, dk, dv] = [rand([3, 2, 4]), rand([5, 2, 4]), rand([5, 2, 4])];
+    const before = [out, lse, dq, dk, dv].map((t) => Float32Array.from(t.data));
+    for (const scale of [0, -0.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const wrong = new RegExp(`scale = ${String(scale).replace('-', '\\-')} is invalid: it must be a positive finite number`);
+      assert.throws(() => K.attentionForward(q, k, v, out, lse, { mask: NONE, scale }), wrong, `forward, scale ${scale}`);
+      assert.throws(() => K.attentionBackward(q, k, v, out, lse, q, dq, dk, dv, { mask: CAUSAL, scale }), wrong, `backward, scale ${scale}`);
+    }
+    assert.deepEqual([out, lse, dq, dk, dv].map((t) => t.data), before, 'the refused calls wrote nothing');
+    freeAll(q, k, v, out, lse, dq, dk, dv);
+  });
+
   it(`${label} ` + 'attention: an lse laid out [H, Sq] (or flat) is refused by forward and backward, naming the shape, and nothing is written', () => {
     // Sq = 3 ≠ H = 2: [H, Sq] has the right size but would be read transposed.
     const q = rand([3, 2, 4]);

@@ -81,7 +81,7 @@ export function gemmAttention(sgemm: Sgemm, arena: Arena, tiles: AttentionTiles)
   return {
     attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, opts: AttentionOptions): void {
       checkArena('attentionForward', arena, { q, k, v, out, lse });
-      const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { out }, lse, opts.mask);
+      const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { out }, lse, opts);
       if (sq === 0 || heads === 0 || d === 0) return;
       const qs = heads * d;
       const ks = kvHeads * d;
@@ -112,7 +112,7 @@ export function gemmAttention(sgemm: Sgemm, arena: Arena, tiles: AttentionTiles)
 
     attentionBackward(q, k, v, o, lse, dO, dq, dk, dv, opts): void {
       checkArena('attentionBackward', arena, { q, k, v, o, lse, dO, dq, dk, dv });
-      const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts.mask);
+      const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts);
       if (sq === 0 || sk === 0 || heads === 0 || d === 0) return;
       const qs = heads * d;
       const ks = kvHeads * d;
@@ -132,6 +132,7 @@ export function gemmAttention(sgemm: Sgemm, arena: Arena, tiles: AttentionTiles)
             const lseAt = lse.byteOffset + (i0 * heads + h) * 4;
             // D = rowsum(dO ⊙ O) of the final merged output (algorithms.md §5).
             tiles.tileRowDots(dO.byteOffset + rowAt, o.byteOffset + rowAt, qs, d, rows, s.rows);
+            tiles.tileNegRows(s.tile2, BK, rows, s.rows);
             for (const j0 of blocks[b]!) {
               const cols = Math.min(BK, sk - j0);
               const kvAt = (j0 * kvHeads + g) * d * 4;
@@ -140,7 +141,7 @@ export function gemmAttention(sgemm: Sgemm, arena: Arena, tiles: AttentionTiles)
               sgemm(ROW_MAJOR, NO_TRANS, TRANS, rows, cols, d, 1, qv, qs, kv, ks, 0, P, BK);
               tiles.tileProbs(s.tile, BK, rows, cols, s.ks + i0 * 4, s.ke + i0 * 4, j0, opts.scale, lseAt, heads);
               sgemm(ROW_MAJOR, TRANS, NO_TRANS, cols, d, rows, 1, P, BK, dOv, qs, 1, f32(dv.byteOffset + kvAt), ks);
-              sgemm(ROW_MAJOR, NO_TRANS, TRANS, rows, cols, d, 1, dOv, qs, f32(v.byteOffset + kvAt), ks, 0, dP, BK);
+              sgemm(ROW_MAJOR, NO_TRANS, TRANS, rows, cols, d, 1, dOv, qs, f32(v.byteOffset + kvAt), ks, 1, dP, BK);
               tiles.tileScoreGrads(s.tile, s.tile2, BK, rows, cols, s.rows, opts.scale);
               sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, rows, d, cols, 1, P, BK, kv, ks, 1, dqv, qs);
               sgemm(ROW_MAJOR, TRANS, NO_TRANS, cols, d, rows, 1, P, BK, qv, qs, 1, dkv, ks);

@@ -20,7 +20,7 @@ import type { AttentionOptions } from '../kernels.js';
  * @throws Error on inconsistent shapes or an invalid mask.
  */
 export function attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, opts: AttentionOptions): void {
-  const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { out }, lse, opts.mask);
+  const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { out }, lse, opts);
   const range = keyRanges(opts.mask, sq, sk);
   const scores = new Float64Array(sk);
   const acc = new Float64Array(d);
@@ -74,7 +74,7 @@ export function attentionBackward(
   q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor,
   dq: Tensor, dk: Tensor, dv: Tensor, opts: AttentionOptions,
 ): void {
-  const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts.mask);
+  const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts);
   const range = keyRanges(opts.mask, sq, sk);
   const dqRow = new Float64Array(d);
   const qd = q.data;

@@ -93,7 +93,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
 
     attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, opts: AttentionOptions): void {
       checkArena('attentionForward', arena, { q, k, v, out, lse });
-      const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { out }, lse, opts.mask);
+      const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { out }, lse, opts);
       if (sq === 0 || heads === 0 || d === 0) return;
       withRanges('attentionForward', w.attentionForwardScratchBytes(sq, sk, d), opts, sq, sk, (start, end, s) =>
         w.attentionForward(q.byteOffset, k.byteOffset, v.byteOffset, out.byteOffset, lse.byteOffset, sq, sk, heads, kvHeads, d, start, end, opts.scale, s),
@@ -102,7 +102,7 @@ function bind(arena: Arena, w: WasmExports, relaxedSimd: boolean): WasmKernels {
 
     attentionBackward(q, k, v, o, lse, dO, dq, dk, dv, opts): void {
       checkArena('attentionBackward', arena, { q, k, v, o, lse, dO, dq, dk, dv });
-      const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts.mask);
+      const { sq, sk, heads, kvHeads, d } = attentionDims(q, k, v, { o, dO, dq, dk, dv }, lse, opts);
       if (sq === 0 || sk === 0 || heads === 0 || d === 0) return;
       withRanges('attentionBackward', w.attentionBackwardScratchBytes(sq, sk, d), opts, sq, sk, (start, end, s) =>
         w.attentionBackward(

@@ -15,6 +15,8 @@ export interface AttentionTiles {
   tileRowDots(dO: number, o: number, stride: number, d: number, rows: number, D: number): void;
   /** s becomes P = exp(scale·s − lse_i) on visible pairs, 0 elsewhere. */
   tileProbs(s: number, ld: number, rows: number, cols: number, keyStart: number, keyEnd: number, colBase: number, scale: number, lse: number, lseStride: number): void;
-  /** p becomes P ⊙ (dP − D_i) · scale. */
+  /** Every row i of the dP tile dp [rows, ld] becomes −D_i (before dP − D = dO·Vᵀ + dp by a β = 1 GEMM). */
+  tileNegRows(dp: number, ld: number, rows: number, D: number): void;
+  /** p becomes P ⊙ dp · scale, where dp holds dP − D_i; dp is reset to −D_i. */
   tileScoreGrads(p: number, dp: number, ld: number, rows: number, cols: number, D: number, scale: number): void;
 }
