@@ -13,8 +13,9 @@ const DEMO = fileURLToPath(new URL('../../configs/demo.toml', import.meta.url));
 
 /**
  * The issue's target is predicted within 20% of measured. On this shared 2-core machine that
- * does not hold yet (docs/plan.md, "Our own runs": measured ratios 0.39–1.03 over 5 runs, the
- * multi-rank runs slower than predicted); the assertion is the band that held, not 20%.
+ * does not hold yet (docs/plan.md, "Our own runs": with the rates measured beside each run, sp 2
+ * at 0.64–0.99 and sp 4 at 0.40–0.81 over 3 runs, the multi-rank runs slower than predicted); the
+ * assertion is the band that held, not 20%, on the median of 2 rounds.
  */
 const LOW = 0.3;
 const HIGH = 1.5;
@@ -27,10 +28,18 @@ function arenaRejection(e: unknown): boolean {
 describe('plan: our own runs on this machine (CPU profile, threads backend)', () => {
   it('re-measures ulysses, ring, usp and loongtrain at sp 2 and 4 and compares with the planner', async () => {
     const cfg = loadConfig(DEMO, []);
-    const r = await benchPlan(cfg, cpuComparisonLayouts(), 8, 5);
+    const r = await benchPlan(cfg, cpuComparisonLayouts(), 8, 5, 2);
     process.stderr.write(formatPlanBenchTable(r) + '\n');
     assert.equal(r.rows.length, 8);
     for (const x of r.rows) {
+      // Two rounds, each run with the rates measured for the layout's own shape right before it.
+      assert.equal(x.runs.length, 2);
+      for (const run of x.runs) {
+        const busy = Math.min(x.ranks, os.cpus().length);
+        assert.deepEqual(Object.keys(run.rates.byBusy).map(Number), [busy], `${x.layout}: rates measured with as many busy cores as the run has`);
+        assert.deepEqual(Object.keys(run.rates.byBusy[busy]!.attentionGflops), [x.grid.split(' ')[0]!], `${x.layout}: attention measured at its own ${x.grid} block`);
+      }
+      assert.equal(x.ratio, (x.runs[0]!.ratio + x.runs[1]!.ratio) / 2, `${x.layout}: the row's ratio is the median of its rounds`);
       assert.ok(x.ratio >= LOW && x.ratio <= HIGH, `${x.layout}: predicted ${x.predictedMs.toFixed(1)} ms vs measured ${x.measuredMs.toFixed(1)} ms (ratio ${x.ratio.toFixed(2)}, outside [${LOW}, ${HIGH}]; the issue's target is [0.8, 1.2])`);
     }
   });

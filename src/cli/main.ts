@@ -160,7 +160,7 @@ const SUITE_FLAGS = {
   cluster: ['config', 'set', 'steps', 'warmup', 'rates', 'ranksPerHost'],
   generate: ['warmup', 'reps'],
   train: ['steps', 'seqLens', 'rounds'],
-  plan: ['config', 'set', 'steps', 'warmup', 'hosts', 'rates'],
+  plan: ['config', 'set', 'steps', 'warmup', 'hosts', 'rates', 'rounds'],
 } as const satisfies Record<string, ReadonlyArray<keyof BenchFlags>>;
 type Suite = keyof typeof SUITE_FLAGS;
 
@@ -220,7 +220,7 @@ program
   .option('--rates <list>', `cluster, plan --hosts: link rates between the 2 test hosts, comma-separated tc rates or "unshaped" (default ${DEFAULT_CLUSTER_BENCH.rates.join(',')}; plan --hosts ${DEFAULT_HOSTS_PLAN.rates.join(',')})`, (v: string) => v.split(',').map((x) => x.trim()).filter((x) => x !== ''))
   .option('--ranks-per-host <list>', `cluster: ranks on each of the 2 hosts, comma-separated (default ${DEFAULT_CLUSTER_BENCH.ranksPerHost.join(',')})`, (v: string) => v.split(',').map(Number))
   .option('--seq-lens <list>', `train: sequence lengths, comma-separated (default ${DEFAULT_TRAIN_BENCH.seqLens.join(',')})`, (v: string) => v.split(',').map((x) => Number(x.trim())))
-  .option('--rounds <n>', `train: rounds per sequence length of ours → torch chunked → torch naive (default ${DEFAULT_TRAIN_BENCH.rounds})`, num)
+  .option('--rounds <n>', `train: rounds per sequence length of ours → torch chunked → torch naive (default ${DEFAULT_TRAIN_BENCH.rounds}); plan (threads): rounds over the layouts, each layout's rates measured right before its run (default ${DEFAULT_PLAN_BENCH.rounds})`, num)
   .action(async (suite: string, opts: BenchFlags) => {
     if (!Object.hasOwn(SUITE_FLAGS, suite)) {
       throw new ConfigError(`bench suite ${JSON.stringify(suite)} is unknown${suggest(suite, Object.keys(SUITE_FLAGS))}: use ${Object.keys(SUITE_FLAGS).map((n) => `"${n}"`).join(', ')}`);
@@ -275,13 +275,16 @@ program
       if (!Number.isInteger(steps) || !Number.isInteger(warmup) || warmup < 0 || steps <= warmup) throw new ConfigError(`--steps ${steps} and --warmup ${warmup} are invalid: use integers with 0 ≤ warmup < steps`);
       const config = loadConfig(opts.config ?? fileURLToPath(new URL('../../../configs/demo.toml', import.meta.url)), opts.set);
       if (opts.hosts === true) {
+        if (opts.rounds !== undefined) throw new ConfigError('bench plan: --rounds applies only without --hosts (the threads comparison)');
         const report = await benchPlanHosts(config, hostsComparisonLayouts(), { rates: opts.rates ?? DEFAULT_HOSTS_PLAN.rates, steps, warmup });
         process.stderr.write(formatHostsPlanTable(report) + '\n');
         process.stdout.write(JSON.stringify(report, null, 2) + '\n');
         return;
       }
       if (opts.rates !== undefined) throw new ConfigError('bench plan: --rates applies only with --hosts (the link between the 2 test hosts)');
-      const report = await benchPlan(config, cpuComparisonLayouts(), steps, warmup);
+      const rounds = opts.rounds ?? d.rounds;
+      if (!Number.isInteger(rounds) || rounds < 1) throw new ConfigError(`--rounds ${rounds} is invalid: use an integer ≥ 1`);
+      const report = await benchPlan(config, cpuComparisonLayouts(), steps, warmup, rounds);
       process.stderr.write(formatPlanBenchTable(report) + '\n');
       process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       return;

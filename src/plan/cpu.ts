@@ -9,7 +9,7 @@ import { resolveLayout, type LayoutRequest } from '../parallel/presets.js';
 import { Arena } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
 import { benchLayouts } from '../train/bench.js';
-import { machineInfo, table, type MachineInfo } from '../train/bench-common.js';
+import { machineInfo, median, table, type MachineInfo } from '../train/bench-common.js';
 import { attentionCase, corePeaks, gemmCase, timeMedian } from '../train/bench-kernels.js';
 import type { Config } from '../train/config.js';
 import { predictStep, type PlanCluster, type PlanLayout, type StepPrediction } from './cost.js';
@@ -290,16 +290,28 @@ export function cpuMemory(cfg: Config, layout: PlanLayout): { peakBytes: number;
   return { peakBytes: p.peakBytes, allocatedBytes: p.allocatedBytes };
 }
 
-export interface PlanBenchRow {
-  layout: string;
-  grid: string;
-  ranks: number;
+/** One measurement of a layout: its CPU rates measured right before its training run, the prediction from them and the run. */
+export interface PlanBenchRun {
   predictedMs: number;
   measuredMs: number;
   /** predicted / measured. */
   ratio: number;
   /** The prediction's terms, ms. */
   terms: Record<string, number>;
+  rates: CpuRates;
+}
+
+export interface PlanBenchRow {
+  layout: string;
+  grid: string;
+  ranks: number;
+  /** Medians over `runs`. */
+  predictedMs: number;
+  measuredMs: number;
+  /** Median of the runs' predicted / measured. */
+  ratio: number;
+  /** One per round, in round order. */
+  runs: PlanBenchRun[];
 }
 
 export interface PlanBenchReport {
@@ -308,52 +320,70 @@ export interface PlanBenchReport {
   seqLen: number;
   steps: number;
   warmup: number;
-  rates: CpuRates;
+  rounds: number;
   rows: PlanBenchRow[];
 }
 
-/** Steps 1–4 are still slow (JIT and WebAssembly tier-up, first-touch of the arenas): leave 5 out. */
-export const DEFAULT_PLAN_BENCH = { steps: 10, warmup: 5 } as const;
+/** Steps 1–4 are still slow (JIT and WebAssembly tier-up, first-touch of the arenas): leave 5 out. Two rounds over the layouts. */
+export const DEFAULT_PLAN_BENCH = { steps: 10, warmup: 5, rounds: 2 } as const;
 
 /**
- * `loongtrain bench plan`: measure this machine's CPU rates, predict each layout's step with the
- * planner's cost model, train `steps` steps of it (benchLayouts, the first `warmup` left out,
- * median of the rest) and compare.
+ * `loongtrain bench plan`: in each of `rounds` rounds, for each layout (in reverse order on odd
+ * rounds, so that no layout always runs first), measure this machine's CPU rates at the layout's
+ * shapes, then train `steps` steps of it (benchLayouts, the first `warmup` left out, median of
+ * the rest) and predict its step from the rates with the planner's cost model. The rates are
+ * measured beside each run rather than once for all: on the shared VM the GEMM and attention
+ * rates move by 20–50% over the minute a full round takes, and a rate measured minutes earlier
+ * predicted the same layout 0.62–0.82× of its step where one measured just before gave 0.83–0.92×.
+ * A row's figures are medians over its rounds.
  */
-export async function benchPlan(cfg: Config, layouts: readonly CpuLayout[], steps: number, warmup: number): Promise<PlanBenchReport> {
-  const shapes = layouts.map((l) => planLayoutOf(cfg, l.request).dims);
-  const rates = await measureCpuRates(cfg.model, cfg.train.seqLen, cfg.train.kernels, shapes.map((d) => ({ hp: d.hp, cp: d.cp })));
-  const measured = await benchLayouts(cfg, layouts, steps, warmup);
+export async function benchPlan(cfg: Config, layouts: readonly CpuLayout[], steps: number, warmup: number, rounds: number = DEFAULT_PLAN_BENCH.rounds): Promise<PlanBenchReport> {
+  const runs: PlanBenchRun[][] = layouts.map(() => []);
+  const shape: Array<{ grid: string; ranks: number }> = [];
+  for (let round = 0; round < rounds; round++) {
+    const order = layouts.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) {
+      const l = layouts[i]!;
+      const dims = planLayoutOf(cfg, l.request).dims;
+      const rates = await measureCpuRates(cfg.model, cfg.train.seqLen, cfg.train.kernels, [{ hp: dims.hp, cp: dims.cp }]);
+      const m = (await benchLayouts(cfg, [l], steps, warmup)).results[0]!;
+      const p = predictCpuStep(cfg, l.request, rates).prediction;
+      shape[i] = { grid: m.grid, ranks: m.ranks };
+      const predictedMs = p.stepSeconds * 1e3;
+      runs[i]!.push({ predictedMs, measuredMs: m.median.stepMs, ratio: predictedMs / m.median.stepMs, terms: Object.fromEntries(p.terms.map((t) => [t.name, t.seconds * 1e3])), rates });
+    }
+  }
   const rows = layouts.map((l, i) => {
-    const p = predictCpuStep(cfg, l.request, rates).prediction;
-    const m = measured.results[i]!;
-    const predictedMs = p.stepSeconds * 1e3;
+    const r = runs[i]!;
     return {
       layout: l.name,
-      grid: m.grid,
-      ranks: m.ranks,
-      predictedMs,
-      measuredMs: m.median.stepMs,
-      ratio: predictedMs / m.median.stepMs,
-      terms: Object.fromEntries(p.terms.map((t) => [t.name, t.seconds * 1e3])),
+      ...shape[i]!,
+      predictedMs: median(r.map((x) => x.predictedMs)),
+      measuredMs: median(r.map((x) => x.measuredMs)),
+      ratio: median(r.map((x) => x.ratio)),
+      runs: r,
     };
   });
-  return { suite: 'plan', machine: machineInfo(), seqLen: cfg.train.seqLen, steps, warmup, rates, rows };
+  return { suite: 'plan', machine: machineInfo(), seqLen: cfg.train.seqLen, steps, warmup, rounds, rows };
 }
 
 export function formatPlanBenchTable(r: PlanBenchReport): string {
-  const rateLines = Object.values(r.rates.byBusy).map((k) => {
-    const g = Object.entries(k.gemmGflops).map(([sp, x]) => `sp ${sp} ${x.toFixed(1)}`).join(', ');
-    const a = Object.entries(k.attentionGflops).map(([key, x]) => `${key} ${x.toFixed(1)}`).join(', ');
-    const e = Object.entries(k.elementwiseGBps).map(([sp, x]) => `sp ${sp} ${x.toFixed(2)}`).join(', ');
-    return `  ${k.busy} core${k.busy === 1 ? '' : 's'} busy: GEMM GFLOP/s ${g}; attention GFLOP/s ${a}; elementwise GB/s ${e}; arena zero-fill ${k.zeroFillGBps.toFixed(1)} GB/s`;
-  });
+  const first = r.rows[0]?.runs[0]?.rates;
+  const link = first === undefined ? '' : `; threads link ${first.linkGBps.toFixed(2)} GB/s, α ${first.linkLatencyUs.toFixed(1)} µs (first run)`;
+  const rates = (x: PlanBenchRow): string =>
+    x.runs
+      .map((run) => {
+        const k = run.rates.byBusy[Math.min(x.ranks, run.rates.cores)]!;
+        return `${Object.values(k.gemmGflops)[0]!.toFixed(0)}/${Object.values(k.attentionGflops)[0]!.toFixed(0)}`;
+      })
+      .join(' ');
   return [
-    `${r.machine.cpu}, ${r.machine.cores} cores; seqLen ${r.seqLen}; kernels ${r.rates.kernels}; threads link ${r.rates.linkGBps.toFixed(2)} GB/s, α ${r.rates.linkLatencyUs.toFixed(1)} µs; rates per rank:`,
-    ...rateLines,
-    `measured: median of steps ${r.warmup + 1}–${r.steps} (the first ${r.warmup} left out); ratio = predicted / measured`,
-    ...table(['layout', 'hp×cp', 'ranks', 'predicted ms', 'measured ms', 'ratio', ''], r.rows.map((x) => [x.layout, x.grid, String(x.ranks), x.predictedMs.toFixed(1), x.measuredMs.toFixed(1), x.ratio.toFixed(2), Math.abs(x.ratio - 1) <= 0.2 ? 'within 20%' : 'OFF'])),
+    `${r.machine.cpu}, ${r.machine.cores} cores; seqLen ${r.seqLen}; kernels ${first?.kernels ?? '?'}${link}`,
+    `${r.rounds} round${r.rounds === 1 ? '' : 's'}; in each, every layout's rates are measured right before its run; measured: median of steps ${r.warmup + 1}–${r.steps} (the first ${r.warmup} left out); ratio = predicted / measured, median over the rounds`,
+    ...table(
+      ['layout', 'hp×cp', 'ranks', 'predicted ms', 'measured ms', 'ratio', 'ratio per round', 'GEMM/attention GFLOP/s per round', ''],
+      r.rows.map((x) => [x.layout, x.grid, String(x.ranks), x.predictedMs.toFixed(1), x.measuredMs.toFixed(1), x.ratio.toFixed(2), x.runs.map((run) => run.ratio.toFixed(2)).join(' '), rates(x), Math.abs(x.ratio - 1) <= 0.2 ? 'within 20%' : 'OFF']),
+    ),
   ].join('\n');
 }
-
-
