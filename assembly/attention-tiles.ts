@@ -104,7 +104,7 @@ export function tileSoftmax(
     const mOld = load<f32>(m + <usize>i * 4);
     // scale > 0 and rounding is monotone, so scale·max s is exactly the max of scale·s.
     const mNew = max(mOld, f32x4.extract_lane(mx, 0) * scale);
-    // The scaled scores are recomputed rather than stored by the first pass: one store and load fewer per score.
+    // The max pass only read the raw scores; the scale is applied here, in the exponent's madd.
     const negM = f32x4.splat(-mNew);
     let sum = f32x4.splat(0);
     let j = 0;

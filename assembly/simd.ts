@@ -67,8 +67,8 @@ const ROUND_MAGIC: f32 = 12582912.0;
 
 /**
  * e^x per lane, relative error ≤ 2 ulp of f32 on [−87.3, 88] (Cephes expf: x = n·ln2 + r,
- * |r| ≤ ln2/2, degree-6 minimax polynomial for e^r, 2^n by building the exponent bits).
- * Returns 0 below −87.34 (so −∞ gives 0, the masked-score case) and +∞ above 88.72. Inputs in
+ * |r| ≤ ln2/2, e^r = 1 + r + r²·p(r) with Cephes' degree-5 p, 2^n by building the exponent
+ * bits). Returns 0 below −87.34 (so −∞ gives 0, the masked-score case) and +∞ above 88.72. Inputs in
  * (88, 88.72] are clamped to 88 (so that 2^n stays a normal f32) and return e^88 ≈ 1.65e38, an
  * underestimate; no kernel passes such inputs where it matters: softmax and cross-entropy
  * exponents are ≤ 0 after subtracting the maximum, and the SiLU gate σ(g) = 1/(1 + e^−g) is

@@ -375,7 +375,7 @@ describe('wasm kernels: bad input and bookkeeping', () => {
     const lse = Tensor.zeros(arena, [9, 2]);
     const [dq, dk, dv] = [Tensor.zeros(arena, q.shape), Tensor.zeros(arena, k.shape), Tensor.zeros(arena, k.shape)];
     const afterAttention = arena.stats().liveBytes;
-    // The scale passes the shape checks (its first read), then throws when the kernel reads it inside the scratch region.
+    // The scale passes the argument checks (its first read), then throws when the kernel reads it inside the scratch region.
     const scaleThenBoom = (mask: AttentionOptions['mask']): AttentionOptions => {
       let reads = 0;
       return { mask, get scale(): number { return reads++ === 0 ? 0.5 : boom(); } };

@@ -77,12 +77,14 @@ export interface AttentionDims {
 /**
  * Check q [Sq, H, d], k and v [Sk, Hkv, d] (H a multiple of Hkv), outputs shaped like q (or
  * like k for names starting dk/dv), lse [Sq, H], the mask ({@link checkMask}) and the score
- * scale (positive and finite: the kernels take the row maximum of the unscaled scores).
+ * scale: positive and finite as an f32 (the wasm and blas kernels take it as one, and the blas
+ * tiles take the row maximum of the unscaled scores, which needs scale > 0; every backend refuses
+ * the same values, so they agree).
  * @throws Error naming the tensor, its shape and the expected shape, the mask field, or the scale.
  */
 export function attentionDims(q: Tensor, k: Tensor, v: Tensor, outs: Record<string, Tensor>, lse: Tensor, opts: AttentionOptions): AttentionDims {
   const scale = opts.scale;
-  if (!(scale > 0 && Number.isFinite(scale))) throw new Error(`attention: scale = ${scale} is invalid: it must be a positive finite number (normally 1/√d)`);
+  if (!(scale > 0 && Number.isFinite(Math.fround(scale)))) throw new Error(`attention: scale = ${scale} is invalid: it must be a positive finite number below 3.4e38, the largest f32 (normally 1/√d)`);
   if (q.shape.length !== 3) throw new Error(`attention: q must be [Sq, H, d], got shape ${shapeText(q)}`);
   if (k.shape.length !== 3) throw new Error(`attention: k must be [Sk, Hkv, d], got shape ${shapeText(k)}`);
   const [sq, heads, d] = q.shape as [number, number, number];

@@ -104,7 +104,7 @@ export type AttentionMask =
 export interface AttentionOptions {
   /** Visible keys of each query row. */
   mask: AttentionMask;
-  /** Score scale, normally 1/√d. */
+  /** Score scale, normally 1/√d; positive and finite as an f32, else every backend refuses the call (src/kernels/checks.ts attentionDims). */
   scale: number;
 }
 

@@ -6,6 +6,7 @@ import type { Kernels, MatmulOptions } from '../kernels/kernels.js';
 import { createKernels, resolveKernels } from '../kernels/registry.js';
 import { ParallelDims, validateLayout } from '../parallel/dims.js';
 import { resolveLayout, type LayoutRequest } from '../parallel/presets.js';
+import { ConfigError } from '../errors.js';
 import { Arena } from '../tensor/arena.js';
 import { Tensor } from '../tensor/tensor.js';
 import { benchLayouts } from '../train/bench.js';
@@ -332,12 +333,15 @@ export const DEFAULT_PLAN_BENCH = { steps: 10, warmup: 5, rounds: 2 } as const;
  * rounds, so that no layout always runs first), measure this machine's CPU rates at the layout's
  * shapes, then train `steps` steps of it (benchLayouts, the first `warmup` left out, median of
  * the rest) and predict its step from the rates with the planner's cost model. The rates are
- * measured beside each run rather than once for all: on the shared VM the GEMM and attention
- * rates move by 20–50% over the minute a full round takes, and a rate measured minutes earlier
- * predicted the same layout 0.62–0.82× of its step where one measured just before gave 0.83–0.92×.
- * A row's figures are medians over its rounds.
+ * measured beside each run rather than once for all: on the shared VM they move by up to 2× over
+ * the minute a round takes (docs/plan.md, "Our own runs", has the runs). A row's figures are
+ * medians over its rounds. Every layout is checked against the model first, so a misfit is
+ * reported before any run.
+ * @throws ConfigError when rounds is not an integer ≥ 1, or a layout the model does not allow.
  */
 export async function benchPlan(cfg: Config, layouts: readonly CpuLayout[], steps: number, warmup: number, rounds: number = DEFAULT_PLAN_BENCH.rounds): Promise<PlanBenchReport> {
+  if (!Number.isInteger(rounds) || rounds < 1) throw new ConfigError(`--rounds ${rounds} is invalid: use an integer ≥ 1`);
+  const dims = layouts.map((l) => planLayoutOf(cfg, l.request).dims);
   const runs: PlanBenchRun[][] = layouts.map(() => []);
   const shape: Array<{ grid: string; ranks: number }> = [];
   for (let round = 0; round < rounds; round++) {
@@ -345,8 +349,7 @@ export async function benchPlan(cfg: Config, layouts: readonly CpuLayout[], step
     if (round % 2 === 1) order.reverse();
     for (const i of order) {
       const l = layouts[i]!;
-      const dims = planLayoutOf(cfg, l.request).dims;
-      const rates = await measureCpuRates(cfg.model, cfg.train.seqLen, cfg.train.kernels, [{ hp: dims.hp, cp: dims.cp }]);
+      const rates = await measureCpuRates(cfg.model, cfg.train.seqLen, cfg.train.kernels, [{ hp: dims[i]!.hp, cp: dims[i]!.cp }]);
       const m = (await benchLayouts(cfg, [l], steps, warmup)).results[0]!;
       const p = predictCpuStep(cfg, l.request, rates).prediction;
       shape[i] = { grid: m.grid, ranks: m.ranks };

@@ -141,6 +141,7 @@ export function gemmAttention(sgemm: Sgemm, arena: Arena, tiles: AttentionTiles)
               sgemm(ROW_MAJOR, NO_TRANS, TRANS, rows, cols, d, 1, qv, qs, kv, ks, 0, P, BK);
               tiles.tileProbs(s.tile, BK, rows, cols, s.ks + i0 * 4, s.ke + i0 * 4, j0, opts.scale, lseAt, heads);
               sgemm(ROW_MAJOR, TRANS, NO_TRANS, cols, d, rows, 1, P, BK, dOv, qs, 1, f32(dv.byteOffset + kvAt), ks);
+              // β = 1: the dP tile holds −D (tileNegRows, reset by tileScoreGrads), so this yields dP − D.
               sgemm(ROW_MAJOR, NO_TRANS, TRANS, rows, cols, d, 1, dOv, qs, f32(v.byteOffset + kvAt), ks, 1, dP, BK);
               tiles.tileScoreGrads(s.tile, s.tile2, BK, rows, cols, s.rows, opts.scale);
               sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, rows, d, cols, 1, P, BK, kv, ks, 1, dqv, qs);

@@ -17,7 +17,7 @@ import type { AttentionOptions } from '../kernels.js';
  * [Sk, Hkv, d]; writes out [Sq, H, d] and lse [Sq, H] = log Σ_j exp(scale·q_i·k_j) over the
  * visible keys of `opts.mask` (natural log). Query head j uses KV head ⌊j / (H/Hkv)⌋. A row
  * with no visible key gets out 0 and lse −∞.
- * @throws Error on inconsistent shapes or an invalid mask.
+ * @throws Error on inconsistent shapes, an invalid mask or a scale that is not positive and finite.
  */
 export function attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, opts: AttentionOptions): void {
   const { sq, sk, heads, kvHeads, d, group } = attentionDims(q, k, v, { out }, lse, opts);
@@ -68,7 +68,7 @@ export function attentionForward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, l
  * and D_i = rowsum(dO_i ∘ O_i): dV_j += Σ_i P_ij dO_i, dS_ij = P_ij (dO_i·v_j − D_i),
  * dQ_i += scale Σ_j dS_ij k_j, dK_j += scale Σ_i dS_ij q_i. Accumulates into dq [Sq, H, d],
  * dk and dv [Sk, Hkv, d], over the visible keys of `opts.mask`. Rows with lse −∞ contribute nothing.
- * @throws Error on inconsistent shapes or an invalid mask.
+ * @throws Error on inconsistent shapes, an invalid mask or a scale that is not positive and finite.
  */
 export function attentionBackward(
   q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dO: Tensor,
