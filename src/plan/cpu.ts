@@ -64,11 +64,19 @@ export interface CpuRates {
   linkLatencyUs: number;
 }
 
+/**
+ * The kernel rates that apply to a layout of `ranks` ranks, those measured with min(ranks, cores)
+ * cores busy (undefined when not measured), and `share`, the ranks per core (≥ 1) that divide
+ * every rate when the layout oversubscribes the cores.
+ */
+export function layoutRates(rates: CpuRates, ranks: number): { kernel: KernelRates | undefined; share: number } {
+  return { kernel: rates.byBusy[Math.min(ranks, rates.cores)], share: Math.max(1, ranks / rates.cores) };
+}
+
 /** A CPU "GPU profile" for one layout: the measured rates, shared by ranks/cores when oversubscribed. */
 export function cpuProfile(rates: CpuRates, hp: number, cp: number, arenaBytes: number): GpuProfile {
   const ranks = hp * cp;
-  const share = Math.max(1, ranks / rates.cores);
-  const k = rates.byBusy[Math.min(ranks, rates.cores)];
+  const { kernel: k, share } = layoutRates(rates, ranks);
   const gemm = k?.gemmGflops[ranks];
   const attn = k?.attentionGflops[`${hp}×${cp}`];
   if (gemm === undefined || attn === undefined) throw new Error(`cpuProfile: no rates measured for hp ${hp} × cp ${cp}`);
@@ -267,8 +275,8 @@ export function predictCpuStep(cfg: Config, request: LayoutRequest, rates: CpuRa
   // step's allocations are docs/memory.md's replay, per sequence of the batch. The replay does
   // not tell Tensor.empty (outputs their kernel overwrites, not filled) from Tensor.zeros, so
   // this term is an upper bound (a few ms per step at seqLen 1024 here).
-  const share = Math.max(1, dims.world / rates.cores);
-  const fillSeconds = (cfg.train.batchSize * mem.allocatedBytes) / ((rates.byBusy[Math.min(dims.world, rates.cores)]!.zeroFillGBps * 1e9) / share);
+  const { kernel, share } = layoutRates(rates, dims.world);
+  const fillSeconds = (cfg.train.batchSize * mem.allocatedBytes) / ((kernel!.zeroFillGBps * 1e9) / share);
   const stepSeconds = base.stepSeconds + fillSeconds;
   const prediction: StepPrediction = {
     ...base,
@@ -377,7 +385,7 @@ export function formatPlanBenchTable(r: PlanBenchReport): string {
   const rates = (x: PlanBenchRow): string =>
     x.runs
       .map((run) => {
-        const k = run.rates.byBusy[Math.min(x.ranks, run.rates.cores)]!;
+        const k = layoutRates(run.rates, x.ranks).kernel!;
         return `${Object.values(k.gemmGflops)[0]!.toFixed(0)}/${Object.values(k.attentionGflops)[0]!.toFixed(0)}`;
       })
       .join(' ');

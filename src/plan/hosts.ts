@@ -10,7 +10,7 @@ import type { Config } from '../train/config.js';
 import { checkLinkRates, checkTestHosts, testHostsDown, testHostsRun, testHostsUp, trainOnTestHosts } from '../train/test-hosts.js';
 import type { PlanCluster } from './cost.js';
 import { linkFromOneWay } from './cpu-link-rank.js';
-import { cpuComparisonLayouts, measureCpuRates, planLayoutOf, predictCpuStep, type CpuRates } from './cpu.js';
+import { cpuComparisonLayouts, layoutRates, measureCpuRates, planLayoutOf, predictCpuStep, type CpuRates } from './cpu.js';
 import type { GpuProfile } from './profiles.js';
 
 /**
@@ -120,7 +120,7 @@ export function fasterRates(a: CpuRates, b: CpuRates): CpuRates {
 /** The cluster of the 2 test hosts for one layout: its CPU profile with the measured links, 2 nodes of `perHost`, shared by ranks/cores. */
 export function hostsCluster(rates: CpuRates, links: HostsLinks, perHost: number): (gpu: GpuProfile, dims: ParallelDims) => PlanCluster {
   return (gpu, dims) => {
-    const share = Math.max(1, dims.world / rates.cores);
+    const { share } = layoutRates(rates, dims.world);
     const nic = (links.interGBps * 1e9) / share;
     const g: GpuProfile = {
       ...gpu,
